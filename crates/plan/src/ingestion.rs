@@ -70,6 +70,18 @@ pub enum IngestionRule {
     SingleConsumer,
 }
 
+impl IngestionRule {
+    /// The rule's name, as in the JSON output.
+    pub fn key(self) -> &'static str {
+        match self {
+            IngestionRule::SeveralConsumersKafkaRequired => "several_consumers_kafka_required",
+            IngestionRule::SeveralConsumers => "several_consumers",
+            IngestionRule::KafkaRequiredSingleConsumer => "kafka_required_single_consumer",
+            IngestionRule::SingleConsumer => "single_consumer",
+        }
+    }
+}
+
 /// Which limit set the shard count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::PlanError;
-use crate::ingestion::{AGGREGATION_TARGET_RECORD_BYTES, RECORD_LIMIT_BYTES};
+use crate::ingestion::{AGGREGATION_TARGET_RECORD_BYTES, check_record_size};
 
 /// Peak traffic ÷ average traffic when not given: 1, so shards are sized for the stated rate.
 pub const DEFAULT_PEAK_FACTOR: f64 = 1.0;
@@ -258,12 +258,6 @@ impl Workload {
                 "at least 1 byte",
             ));
         }
-        if self.event_bytes > RECORD_LIMIT_BYTES {
-            return Err(PlanError::EventOverRecordLimit {
-                event_bytes: self.event_bytes,
-                record_limit_bytes: RECORD_LIMIT_BYTES,
-            });
-        }
         at_least(
             "peak factor",
             self.peak_factor,
@@ -277,16 +271,8 @@ impl Workload {
                 "at least 1",
             ));
         }
-        let record_bytes = self.events_per_record.saturating_mul(self.event_bytes);
-        if record_bytes > RECORD_LIMIT_BYTES {
-            return Err(PlanError::AggregatedRecordOverLimit {
-                events_per_record: self.events_per_record,
-                event_bytes: self.event_bytes,
-                record_bytes,
-                record_limit_bytes: RECORD_LIMIT_BYTES,
-                largest_events_per_record: RECORD_LIMIT_BYTES / self.event_bytes,
-            });
-        }
+        // Over-limit events are refused with their own message, before any sizing.
+        check_record_size(self.event_bytes, self.events_per_record)?;
         if self.consumers == 0 {
             return Err(out_of_range(
                 "consumers",
