@@ -1,1 +1,367 @@
-//! placeholder
+//! Node configuration: one versioned TOML file, overridden by `NEWSREC_*` environment variables,
+//! validated into typed sections.
+//!
+//! Consumes an optional file path and the process environment; produces a [`Config`] whose every
+//! value has been range-checked. Unknown keys are errors (a typo must not silently fall back to a
+//! default). Every key is documented in `config/newsrec.example.toml`, whose values are the
+//! defaults (a test keeps the two equal). Environment variables use `__` between levels:
+//! `NEWSREC_INGEST__MAX_BODY_BYTES=1048576`. This crate holds plain data only, so that `serve`
+//! can depend on it without depending on the models.
+
+use std::path::Path;
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// The config file format version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Top-level keys; environment variables outside these are not config (e.g. test settings).
+const SECTIONS: &[&str] = &["version", "node_id", "lake", "ingest", "train", "publish", "serve", "kv"];
+
+/// The whole node configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub version: u32,
+    /// Names this node's lake objects (`<node_id>-<seq>.parquet`); unique per ingest node.
+    pub node_id: String,
+    pub lake: LakeConfig,
+    pub ingest: IngestConfig,
+    pub train: TrainConfig,
+    pub publish: PublishConfig,
+    pub serve: ServeConfig,
+    pub kv: KvConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeConfig {
+    /// Object-store URI of the lake; empty means `<data-dir>/lake`.
+    pub uri: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Most records accepted in one request.
+    pub max_records_per_request: usize,
+    /// A batch is written to the lake when it holds this many events...
+    pub batch_max_events: usize,
+    /// ...or this many bytes...
+    pub batch_max_bytes: usize,
+    /// ...or when its first event has waited this long.
+    pub batch_max_age_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Days of clicks before the serving day that a model trains on.
+    pub window_days: u32,
+    /// Length of each user's published list.
+    pub top_k: usize,
+    /// Length of the fallback (popularity) list.
+    pub fallback_k: usize,
+    /// The metric that picks the served model: `hr@10`, `recall@10` or `ndcg@10`.
+    pub select_metric: String,
+    pub popularity: PopularityConfig,
+    pub cooccurrence: CooccurrenceConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PopularityConfig {
+    /// Half-life of a click's weight, hours; 0 means plain counts.
+    pub half_life_hours: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CooccurrenceConfig {
+    /// `jaccard` or `lift`.
+    pub similarity: String,
+    pub affinity_half_life_hours: f64,
+    pub min_cooccurrence: u32,
+    pub neighbours: usize,
+    pub popularity_weight: f32,
+    pub popular_candidates: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishConfig {
+    /// Sealed generations kept besides the current one (for rollback).
+    pub keep_generations: usize,
+    /// Users written per store batch.
+    pub batch_users: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address `newsrec up` listens on.
+    pub listen: String,
+    /// List length when a request gives no `k`.
+    pub default_k: usize,
+    /// Largest `k` a request may ask for.
+    pub max_k: usize,
+    /// How often a serving node checks the store for a new generation.
+    pub refresh_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvConfig {
+    /// Serving store; empty means the embedded store in `<data-dir>/kv`.
+    pub uri: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: CONFIG_VERSION,
+            node_id: "node-1".into(),
+            lake: LakeConfig::default(),
+            ingest: IngestConfig::default(),
+            train: TrainConfig::default(),
+            publish: PublishConfig::default(),
+            serve: ServeConfig::default(),
+            kv: KvConfig::default(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_records_per_request: 10_000,
+            batch_max_events: 50_000,
+            batch_max_bytes: 16 * 1024 * 1024,
+            batch_max_age_ms: 500,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            window_days: 7,
+            top_k: 50,
+            fallback_k: 200,
+            select_metric: "ndcg@10".into(),
+            popularity: PopularityConfig::default(),
+            cooccurrence: CooccurrenceConfig::default(),
+        }
+    }
+}
+
+impl Default for PopularityConfig {
+    fn default() -> Self {
+        PopularityConfig { half_life_hours: 2.0 }
+    }
+}
+
+impl Default for CooccurrenceConfig {
+    fn default() -> Self {
+        CooccurrenceConfig {
+            similarity: "jaccard".into(),
+            affinity_half_life_hours: 24.0,
+            min_cooccurrence: 2,
+            neighbours: 100,
+            popularity_weight: 0.5,
+            popular_candidates: 200,
+        }
+    }
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig { keep_generations: 3, batch_users: 5_000 }
+    }
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:8080".into(),
+            default_k: 10,
+            max_k: 100,
+            refresh_interval_ms: 1_000,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("config file {path} not found")]
+    NotFound { path: String },
+    #[error("invalid configuration: {0}")]
+    Parse(Box<figment::Error>),
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Defaults, then the file (when given), then `NEWSREC_*` environment variables; validated.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::NotFound { path: path.display().to_string() });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let env = Env::prefixed("NEWSREC_").split("__").filter(|key| {
+            let top = key.as_str().split('.').next().unwrap_or_default().to_ascii_lowercase();
+            SECTIONS.contains(&top.as_str())
+        });
+        figment = figment.merge(env);
+        Config::from_figment(figment)
+    }
+
+    /// Parses a TOML document over the defaults (no environment); validated.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+        Config::from_figment(figment)
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|error| ConfigError::Parse(Box::new(error)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Range-checks every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.version != CONFIG_VERSION {
+            return invalid("version", format!("this build reads version {CONFIG_VERSION}, the file says {}", self.version));
+        }
+        let node_ok = !self.node_id.is_empty()
+            && self.node_id.len() <= 48
+            && self.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !node_ok {
+            return invalid("node_id", format!("must be 1-48 of [A-Za-z0-9_-], got {:?}", self.node_id));
+        }
+        let ingest = &self.ingest;
+        if !(1024..=256 * 1024 * 1024).contains(&ingest.max_body_bytes) {
+            return invalid("ingest.max_body_bytes", format!("must be 1 KiB..=256 MiB, got {}", ingest.max_body_bytes));
+        }
+        if !(1..=1_000_000).contains(&ingest.max_records_per_request) {
+            return invalid("ingest.max_records_per_request", format!("must be 1..=1000000, got {}", ingest.max_records_per_request));
+        }
+        if !(1..=10_000_000).contains(&ingest.batch_max_events) {
+            return invalid("ingest.batch_max_events", format!("must be 1..=10000000, got {}", ingest.batch_max_events));
+        }
+        if !(1024..=1024 * 1024 * 1024).contains(&ingest.batch_max_bytes) {
+            return invalid("ingest.batch_max_bytes", format!("must be 1 KiB..=1 GiB, got {}", ingest.batch_max_bytes));
+        }
+        if ingest.batch_max_age_ms > 900_000 {
+            return invalid("ingest.batch_max_age_ms", format!("must be at most 900000 (15 min), got {}", ingest.batch_max_age_ms));
+        }
+        let train = &self.train;
+        if !(1..=365).contains(&train.window_days) {
+            return invalid("train.window_days", format!("must be 1..=365, got {}", train.window_days));
+        }
+        if !(1..=1000).contains(&train.top_k) {
+            return invalid("train.top_k", format!("must be 1..=1000, got {}", train.top_k));
+        }
+        if !(1..=10_000).contains(&train.fallback_k) {
+            return invalid("train.fallback_k", format!("must be 1..=10000, got {}", train.fallback_k));
+        }
+        if !["hr@10", "recall@10", "ndcg@10"].contains(&train.select_metric.as_str()) {
+            return invalid("train.select_metric", format!("must be hr@10, recall@10 or ndcg@10, got {:?}", train.select_metric));
+        }
+        if !(train.popularity.half_life_hours >= 0.0 && train.popularity.half_life_hours.is_finite()) {
+            return invalid("train.popularity.half_life_hours", format!("must be >= 0, got {}", train.popularity.half_life_hours));
+        }
+        let co = &train.cooccurrence;
+        if !["jaccard", "lift"].contains(&co.similarity.as_str()) {
+            return invalid("train.cooccurrence.similarity", format!("must be jaccard or lift, got {:?}", co.similarity));
+        }
+        if !(co.affinity_half_life_hours >= 0.0 && co.affinity_half_life_hours.is_finite()) {
+            return invalid("train.cooccurrence.affinity_half_life_hours", format!("must be >= 0, got {}", co.affinity_half_life_hours));
+        }
+        if co.min_cooccurrence == 0 {
+            return invalid("train.cooccurrence.min_cooccurrence", "must be at least 1".into());
+        }
+        if !(1..=10_000).contains(&co.neighbours) {
+            return invalid("train.cooccurrence.neighbours", format!("must be 1..=10000, got {}", co.neighbours));
+        }
+        if !(0.0..=1.0).contains(&co.popularity_weight) {
+            return invalid("train.cooccurrence.popularity_weight", format!("must be 0..=1, got {}", co.popularity_weight));
+        }
+        if co.popular_candidates > 100_000 {
+            return invalid("train.cooccurrence.popular_candidates", format!("must be at most 100000, got {}", co.popular_candidates));
+        }
+        if !(1..=100_000).contains(&self.publish.batch_users) {
+            return invalid("publish.batch_users", format!("must be 1..=100000, got {}", self.publish.batch_users));
+        }
+        let serve = &self.serve;
+        if serve.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("serve.listen", format!("must be an address like 127.0.0.1:8080, got {:?}", serve.listen));
+        }
+        if !(1..=1000).contains(&serve.max_k) || serve.default_k == 0 || serve.default_k > serve.max_k {
+            return invalid("serve.default_k", format!("need 1 <= default_k ({}) <= max_k ({}) <= 1000", serve.default_k, serve.max_k));
+        }
+        if !(50..=600_000).contains(&serve.refresh_interval_ms) {
+            return invalid("serve.refresh_interval_ms", format!("must be 50..=600000, got {}", serve.refresh_interval_ms));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../config/newsrec.example.toml");
+
+    #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let parsed = Config::from_toml(EXAMPLE).unwrap();
+        assert_eq!(parsed, Config::default());
+        // Every key of the defaults appears in the example (uncommented).
+        let example: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let defaults: toml::Table = toml::Table::try_from(Config::default()).unwrap();
+        assert_eq!(example, defaults);
+    }
+
+    #[test]
+    fn a_wrong_key_is_named() {
+        let error = Config::from_toml("[ingest]\nmax_body_byte = 10\n").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("max_body_byte"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_the_key() {
+        let error = Config::from_toml("[train]\nwindow_days = 0\n").unwrap_err();
+        assert_eq!(error.to_string(), "invalid configuration: train.window_days: must be 1..=365, got 0");
+        let error = Config::from_toml("version = 2\n").unwrap_err();
+        assert!(error.to_string().contains("version"), "{error}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_ignores_foreign_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("n.toml", "[ingest]\nmax_body_bytes = 2048\n")?;
+            jail.set_env("NEWSREC_INGEST__BATCH_MAX_AGE_MS", "250");
+            jail.set_env("NEWSREC_TEST_REDIS_URL", "redis://127.0.0.1/");
+            let config = Config::load(Some(Path::new("n.toml"))).unwrap();
+            assert_eq!(config.ingest.max_body_bytes, 2048);
+            assert_eq!(config.ingest.batch_max_age_ms, 250);
+            Ok(())
+        });
+        assert!(matches!(Config::load(Some(Path::new("/nonexistent.toml"))), Err(ConfigError::NotFound { .. })));
+    }
+}

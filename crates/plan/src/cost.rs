@@ -111,8 +111,10 @@ pub fn size_newsrec_nodes(workload: &Workload) -> NewsrecNodes {
     let peak_requests_per_second = workload.serving_requests_per_second * workload.peak_factor;
     NewsrecNodes {
         peak_events_per_second,
-        ingest_nodes: ceil_count(peak_events_per_second / workload.ingest_events_per_second_per_node)
-            .max(1),
+        ingest_nodes: ceil_count(
+            peak_events_per_second / workload.ingest_events_per_second_per_node,
+        )
+        .max(1),
         peak_requests_per_second,
         serve_nodes: ceil_count(
             peak_requests_per_second / workload.serve_requests_per_second_per_node,
@@ -128,13 +130,14 @@ pub fn managed_cost(
     capacity: &CapacityDecision,
     prices: &PriceTable,
 ) -> CostEstimate {
-    let line = |item: &str, quantity: f64, quantity_unit: &str, price: PriceName, formula: String| {
-        priced_line(prices, item, quantity, quantity_unit, price, formula)
-    };
+    let line =
+        |item: &str, quantity: f64, quantity_unit: &str, price: PriceName, formula: String| {
+            priced_line(prices, item, quantity, quantity_unit, price, formula)
+        };
     let sizing = &ingestion.sizing;
     let average_bytes_per_second = workload.events_per_second * workload.event_bytes as f64;
-    let monthly_records = workload.events_per_second * SECONDS_PER_MONTH
-        / ingestion.sizing.events_per_record as f64;
+    let monthly_records =
+        workload.events_per_second * SECONDS_PER_MONTH / ingestion.sizing.events_per_record as f64;
     let mut lines = Vec::new();
 
     // Every design feeds the lake through a delivery stream: directly, or reading the stream.
@@ -193,7 +196,9 @@ pub fn managed_cost(
             ));
             lines.push(line(
                 "Kafka broker storage",
-                average_bytes_per_second * STREAM_RETENTION_HOURS * 3600.0
+                average_bytes_per_second
+                    * STREAM_RETENTION_HOURS
+                    * 3600.0
                     * KAFKA_REPLICATION_FACTOR as f64
                     / BYTES_PER_GB,
                 "GB-months",
@@ -351,9 +356,7 @@ fn training_line(
             base_hours * (1.0 + overhead),
             "instance-hours",
             spot_price,
-            format!(
-                "{run_text} × (1 + {overhead:.2} interruption overhead)",
-            ),
+            format!("{run_text} × (1 + {overhead:.2} interruption overhead)",),
         )
     } else {
         priced_line(

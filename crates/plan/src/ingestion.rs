@@ -186,7 +186,11 @@ pub fn size_shards(
     ]
     .into_iter()
     .fold((0, BindingLimit::MinimumOneShard), |best, candidate| {
-        if candidate.0 > best.0 { candidate } else { best }
+        if candidate.0 > best.0 {
+            candidate
+        } else {
+            best
+        }
     });
 
     Ok(ShardSizing {
@@ -207,10 +211,14 @@ pub fn size_shards(
 /// consumer's reads, at least three, and a multiple of three so each availability zone holds the
 /// same number.
 pub fn size_kafka(sizing: &ShardSizing, consumers: u32) -> KafkaSizing {
-    let peak_broker_traffic_bytes_per_second = sizing.peak_bytes_per_second
-        * (KAFKA_REPLICATION_FACTOR as f64 + f64::from(consumers));
-    let by_traffic = ceil_count(peak_broker_traffic_bytes_per_second / KAFKA_BROKER_BYTES_PER_SECOND);
-    let brokers = by_traffic.max(KAFKA_MIN_BROKERS).div_ceil(KAFKA_MIN_BROKERS) * KAFKA_MIN_BROKERS;
+    let peak_broker_traffic_bytes_per_second =
+        sizing.peak_bytes_per_second * (KAFKA_REPLICATION_FACTOR as f64 + f64::from(consumers));
+    let by_traffic =
+        ceil_count(peak_broker_traffic_bytes_per_second / KAFKA_BROKER_BYTES_PER_SECOND);
+    let brokers = by_traffic
+        .max(KAFKA_MIN_BROKERS)
+        .div_ceil(KAFKA_MIN_BROKERS)
+        * KAFKA_MIN_BROKERS;
     KafkaSizing {
         partitions: sizing.shards,
         peak_broker_traffic_bytes_per_second,

@@ -19,10 +19,10 @@ mod training;
 mod workload;
 
 pub use cost::{
-    BYTES_PER_GB, CostEstimate, CostLine, DELIVERY_STREAM_BILLING_INCREMENT_BYTES,
-    HOURS_PER_MONTH, NewsrecNodes, PUT_PAYLOAD_UNIT_BYTES, RECOMMENDATION_ITEM_BYTES,
-    SECONDS_PER_MONTH, STREAM_RETENTION_HOURS, TrainingCosts, managed_cost, newsrec_cost,
-    size_newsrec_nodes, training_costs, training_runs_per_month,
+    BYTES_PER_GB, CostEstimate, CostLine, DELIVERY_STREAM_BILLING_INCREMENT_BYTES, HOURS_PER_MONTH,
+    NewsrecNodes, PUT_PAYLOAD_UNIT_BYTES, RECOMMENDATION_ITEM_BYTES, SECONDS_PER_MONTH,
+    STREAM_RETENTION_HOURS, TrainingCosts, managed_cost, newsrec_cost, size_newsrec_nodes,
+    training_costs, training_runs_per_month,
 };
 pub use error::PlanError;
 pub use ingestion::{
@@ -32,9 +32,7 @@ pub use ingestion::{
     SHARD_READ_BYTES_PER_SECOND, SHARD_WRITE_BYTES_PER_SECOND, SHARD_WRITE_RECORDS_PER_SECOND,
     ShardSizing, check_record_size, decide_ingestion, size_kafka, size_shards,
 };
-pub use prices::{
-    DEFAULT_PRICES_ORIGIN, DEFAULT_PRICES_TOML, Price, PriceName, PriceTable,
-};
+pub use prices::{DEFAULT_PRICES_ORIGIN, DEFAULT_PRICES_TOML, Price, PriceName, PriceTable};
 pub use render::render_table;
 pub use training::{
     CRITICAL_ON_DEMAND_BELOW_BUFFER_RATIO, CapacityChoice, CapacityDecision, SHORT_JOB_HOURS,
@@ -145,8 +143,8 @@ fn warnings(
     }
     if workload.deadline_hours > workload.retrain_interval_hours {
         warnings.push(format!(
-            "the {:.2} h deadline is longer than the {:.2} h retrain interval: a run may still be \
-             going when the next is due; retrain less often or shorten the deadline",
+            "the {:.2} h deadline is longer than the {:.2} h retrain interval: a run delayed past \
+             the next start overlaps it; retrain less often or shorten the deadline",
             workload.deadline_hours, workload.retrain_interval_hours
         ));
     }

@@ -175,12 +175,12 @@ impl Default for PriceTable {
 
 /// Reads the prices a price file sets. Each is a bare number or `{ value = …, source = "…" }`.
 fn parse_price_entries(text: &str, origin: &str) -> Result<Vec<(PriceName, Price)>, PlanError> {
-    let table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
-        PlanError::InvalidPriceFile {
-            origin: origin.to_owned(),
-            message: error.message().to_owned(),
-        }
-    })?;
+    let table: toml::Table =
+        text.parse()
+            .map_err(|error: toml::de::Error| PlanError::InvalidPriceFile {
+                origin: origin.to_owned(),
+                message: error.message().to_owned(),
+            })?;
     let invalid = |key: &str, reason: String| PlanError::InvalidPrice {
         key: key.to_owned(),
         origin: origin.to_owned(),
@@ -195,7 +195,9 @@ fn parse_price_entries(text: &str, origin: &str) -> Result<Vec<(PriceName, Price
         })?;
         let (value, source) = match entry {
             toml::Value::Table(fields) => {
-                if let Some(unknown) = fields.keys().find(|field| *field != "value" && *field != "source")
+                if let Some(unknown) = fields
+                    .keys()
+                    .find(|field| *field != "value" && *field != "source")
                 {
                     return Err(invalid(
                         key,
@@ -212,7 +214,10 @@ fn parse_price_entries(text: &str, origin: &str) -> Result<Vec<(PriceName, Price
                     None => format!("override from {origin}"),
                     Some(toml::Value::String(source)) => source.clone(),
                     Some(_) => {
-                        return Err(invalid(key, "`source` must be a string: quote it".to_owned()));
+                        return Err(invalid(
+                            key,
+                            "`source` must be a string: quote it".to_owned(),
+                        ));
                     }
                 };
                 (value, source)
@@ -228,7 +233,10 @@ fn parse_price_entries(text: &str, origin: &str) -> Result<Vec<(PriceName, Price
             }
         };
         if !(value.is_finite() && value >= 0.0) {
-            return Err(invalid(key, format!("{value} is not a price: use 0 or more")));
+            return Err(invalid(
+                key,
+                format!("{value} is not a price: use 0 or more"),
+            ));
         }
         entries.push((name, Price { value, source }));
     }

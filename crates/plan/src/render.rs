@@ -271,7 +271,12 @@ fn render_prices(out: &mut String, plan: &Plan) {
     for price in &plan.prices_used {
         let key = price.name.key();
         let _ = writeln!(out, "  {key} = {} ({})", price.value, price.unit);
-        wrap_into(out, &format!("source: {}", price.source), "      ", "        ");
+        wrap_into(
+            out,
+            &format!("source: {}", price.source),
+            "      ",
+            "        ",
+        );
     }
 }
 
@@ -300,7 +305,7 @@ pub(crate) fn group_thousands(value: u64) -> String {
     let digits = value.to_string();
     let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
     for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(digit);

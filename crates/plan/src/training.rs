@@ -85,7 +85,11 @@ pub struct CapacityDecision {
 
 /// Applies the spot rules. Inputs are hours and must be positive (see
 /// [`crate::Workload::validate`]).
-pub fn decide_capacity(training_hours: f64, deadline_hours: f64, critical: bool) -> CapacityDecision {
+pub fn decide_capacity(
+    training_hours: f64,
+    deadline_hours: f64,
+    critical: bool,
+) -> CapacityDecision {
     let buffer_ratio = deadline_hours / training_hours;
     let ratio_text = format!(
         "buffer ratio = {deadline_hours:.2} h deadline ÷ {training_hours:.2} h training = \

@@ -163,10 +163,20 @@ impl WorkloadInput {
             flag: "event-bytes",
             key: "event_bytes",
         })?;
-        let peak_factor = or_default(self.peak_factor, "peak_factor", DEFAULT_PEAK_FACTOR, &mut defaulted);
+        let peak_factor = or_default(
+            self.peak_factor,
+            "peak_factor",
+            DEFAULT_PEAK_FACTOR,
+            &mut defaulted,
+        );
         let retrain_interval_hours = match &self.retrain {
             Some(text) => parse_retrain_interval(text)?,
-            None => or_default(None, "retrain", DEFAULT_RETRAIN_INTERVAL_HOURS, &mut defaulted),
+            None => or_default(
+                None,
+                "retrain",
+                DEFAULT_RETRAIN_INTERVAL_HOURS,
+                &mut defaulted,
+            ),
         };
         let (training_hours, training_hours_source) = match self.train_hours {
             Some(hours) => (
@@ -188,19 +198,26 @@ impl WorkloadInput {
                 (retrain_interval_hours, "the retrain interval".to_owned())
             }
         };
-        let serving_requests_per_second = or_default(self.serving_rps, "serving_rps", 0.0, &mut defaulted);
+        let serving_requests_per_second =
+            or_default(self.serving_rps, "serving_rps", 0.0, &mut defaulted);
         let ingest_events_per_second_per_node = or_default(
             self.ingest_events_per_sec_per_node,
             "ingest_events_per_sec_per_node",
-            DEFAULT_INGEST_EVENTS_PER_SECOND_PER_NODE, &mut defaulted);
+            DEFAULT_INGEST_EVENTS_PER_SECOND_PER_NODE,
+            &mut defaulted,
+        );
         let serve_requests_per_second_per_node = or_default(
             self.serve_rps_per_node,
             "serve_rps_per_node",
-            DEFAULT_SERVE_REQUESTS_PER_SECOND_PER_NODE, &mut defaulted);
+            DEFAULT_SERVE_REQUESTS_PER_SECOND_PER_NODE,
+            &mut defaulted,
+        );
         let lake_retention_days = or_default(
             self.lake_retention_days,
             "lake_retention_days",
-            DEFAULT_LAKE_RETENTION_DAYS, &mut defaulted);
+            DEFAULT_LAKE_RETENTION_DAYS,
+            &mut defaulted,
+        );
         let (events_per_record, events_per_record_source) = match self.events_per_record {
             Some(count) => (count, "given".to_owned()),
             None => {
@@ -208,15 +225,18 @@ impl WorkloadInput {
                 (
                     default_events_per_record(event_bytes),
                     format!(
-                        "derived: as many events as fit a {AGGREGATION_TARGET_RECORD_BYTES}-byte \
-                         aggregated record"
+                        "derived: fills a {AGGREGATION_TARGET_RECORD_BYTES} B aggregated record"
                     ),
                 )
             }
         };
         let consumers = or_default(self.consumers, "consumers", 1, &mut defaulted);
-        let kafka_ecosystem_required =
-            or_default(self.kafka_ecosystem, "kafka_ecosystem", false, &mut defaulted);
+        let kafka_ecosystem_required = or_default(
+            self.kafka_ecosystem,
+            "kafka_ecosystem",
+            false,
+            &mut defaulted,
+        );
         let critical = or_default(self.critical, "critical", false, &mut defaulted);
         let users = or_default(self.users, "users", 0, &mut defaulted);
 
@@ -250,7 +270,12 @@ impl Workload {
     /// Checks every value against the range its rule is defined for. [`crate::plan`] calls this
     /// too, so a `Workload` built by hand gets the same checks as a resolved one.
     pub fn validate(&self) -> Result<(), PlanError> {
-        at_least("events per second", self.events_per_second, 0.0, "0 or more")?;
+        at_least(
+            "events per second",
+            self.events_per_second,
+            0.0,
+            "0 or more",
+        )?;
         if self.event_bytes == 0 {
             return Err(out_of_range(
                 "event size",
