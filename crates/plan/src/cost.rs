@@ -157,9 +157,10 @@ pub fn managed_cost(
         "GB billed",
         PriceName::DeliveryStreamPerGb,
         format!(
-            "{} records/month × {billed_record_bytes} B ({} B records rounded up to 5 KB)",
+            "{} records/month × {} B ({} B records rounded up to 5 KB)",
             plain(monthly_records),
-            sizing.record_bytes
+            plain(billed_record_bytes as f64),
+            plain(sizing.record_bytes as f64)
         ),
     ));
 
@@ -244,7 +245,7 @@ pub fn managed_cost(
         PriceName::KvWritePerMillion,
         format!(
             "{} users × {runs_per_month:.2} publishes/month, one write each",
-            workload.users
+            plain(workload.users as f64)
         ),
     ));
     lines.push(line(
@@ -252,7 +253,7 @@ pub fn managed_cost(
         workload.users as f64 * RECOMMENDATION_ITEM_BYTES / BYTES_PER_GB,
         "GB-months",
         PriceName::KvStoragePerGbMonth,
-        format!("{} users × 1 KB list", workload.users),
+        format!("{} users × 1 KB list", plain(workload.users as f64)),
     ));
 
     let design = format!("managed cloud ({})", ingestion.choice.describe());
@@ -274,7 +275,7 @@ pub fn newsrec_cost(
             "instance-hours",
             PriceName::NewsrecNodeHour,
             format!(
-                "{} nodes (ceil({} events/s at peak ÷ {} per node), at least 1) × 730 h",
+                "{} node(s) (ceil({} events/s at peak ÷ {} per node), at least 1) × 730 h",
                 nodes.ingest_nodes,
                 plain(nodes.peak_events_per_second),
                 plain(workload.ingest_events_per_second_per_node)
@@ -287,7 +288,7 @@ pub fn newsrec_cost(
             "instance-hours",
             PriceName::NewsrecNodeHour,
             format!(
-                "{} nodes (ceil({} requests/s at peak ÷ {} per node), at least 1) × 730 h",
+                "{} node(s) (ceil({} requests/s at peak ÷ {} per node), at least 1) × 730 h",
                 nodes.serve_nodes,
                 plain(nodes.peak_requests_per_second),
                 plain(workload.serve_requests_per_second_per_node)

@@ -55,8 +55,8 @@ pub enum PlanError {
     InvalidRetrainInterval { text: String },
 
     /// The workload file is not valid TOML or has a key the planner does not know.
-    #[error("cannot read the workload file: {message}")]
-    InvalidWorkloadFile { message: String },
+    #[error("cannot read the workload file {origin}: {message}")]
+    InvalidWorkloadFile { origin: String, message: String },
 
     /// The price file is not valid TOML.
     #[error("cannot read the price file {origin}: {message}")]

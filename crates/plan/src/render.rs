@@ -169,6 +169,22 @@ fn render_ingestion(out: &mut String, plan: &Plan) {
         BindingLimit::MinimumOneShard => "no traffic: the minimum of one shard",
     };
     let _ = writeln!(out, "  shards:        {} ({binding})", sizing.shards);
+    if sizing.binding_limit == BindingLimit::ReadBytes {
+        wrap_into(
+            out,
+            &format!(
+                "(consumers share a shard's 2 MB/s of reads; with enhanced fan-out each consumer \
+                 reads 2 MB/s per shard of its own and {} shards would do, at a per-consumer \
+                 charge this plan does not price)",
+                sizing
+                    .shards_for_write_bytes
+                    .max(sizing.shards_for_write_records)
+                    .max(1)
+            ),
+            "  ",
+            "   ",
+        );
+    }
     if let Some(kafka) = &ingestion.kafka {
         let _ = writeln!(
             out,
@@ -270,7 +286,7 @@ fn render_prices(out: &mut String, plan: &Plan) {
     let _ = writeln!(out, "\nPrices used");
     for price in &plan.prices_used {
         let key = price.name.key();
-        let _ = writeln!(out, "  {key} = {} ({})", price.value, price.unit);
+        let _ = writeln!(out, "  {key} = {} {}", price.value, price.unit);
         wrap_into(
             out,
             &format!("source: {}", price.source),

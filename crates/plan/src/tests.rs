@@ -79,6 +79,7 @@ fn read_side_adds_shards_when_many_consumers_share_them() {
     assert_eq!(sizing.shards_for_read_bytes, 15);
     assert_eq!(sizing.shards, 15);
     assert_eq!(sizing.binding_limit, BindingLimit::ReadBytes);
+    assert!(render_table(&plan).contains("enhanced fan-out"));
 }
 
 #[test]
@@ -506,6 +507,7 @@ fn the_output_names_the_source_of_every_price_it_used() {
 fn a_workload_file_is_read_and_flags_override_it() {
     let file = WorkloadInput::from_toml(
         "events_per_sec = 1000\nevent_bytes = 500\nconsumers = 3\nretrain = \"weekly\"\n",
+        "workload.toml",
     )
     .unwrap();
     let merged = file.overridden_by(WorkloadInput {
@@ -523,10 +525,10 @@ fn a_workload_file_is_read_and_flags_override_it() {
 
 #[test]
 fn an_unknown_workload_key_is_refused_naming_it() {
-    let message = WorkloadInput::from_toml("events_per_second = 10\n")
+    let message = WorkloadInput::from_toml("events_per_second = 10\n", "workload.toml")
         .unwrap_err()
         .to_string();
-    assert!(message.starts_with("cannot read the workload file"));
+    assert!(message.starts_with("cannot read the workload file workload.toml: unknown field"));
     assert!(message.contains("events_per_second"), "{message}");
 }
 

@@ -99,8 +99,10 @@ pub struct Workload {
 impl WorkloadInput {
     /// Reads a TOML workload file's contents. Unknown keys are refused, naming the key, so a typo
     /// cannot silently fall back to a default.
-    pub fn from_toml(text: &str) -> Result<Self, PlanError> {
+    /// `origin` names the file in error messages.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, PlanError> {
         toml::from_str(text).map_err(|error| PlanError::InvalidWorkloadFile {
+            origin: origin.to_owned(),
             message: error.message().to_owned(),
         })
     }
@@ -225,7 +227,8 @@ impl WorkloadInput {
                 (
                     default_events_per_record(event_bytes),
                     format!(
-                        "derived: fills a {AGGREGATION_TARGET_RECORD_BYTES} B aggregated record"
+                        "derived: fills a {} B aggregated record",
+                        crate::render::group_thousands(AGGREGATION_TARGET_RECORD_BYTES)
                     ),
                 )
             }

@@ -1,0 +1,105 @@
+//! The native HTTP ingest endpoint, `POST /v1/events`.
+//!
+//! Takes NDJSON or a JSON array, at most `max_body_bytes`. Valid records are kept even when
+//! others in the same body are refused; the reply counts the accepted ones and lists each
+//! refused one with its index (and line) and reason. The reply is sent only after the accepted
+//! events are durably in the lake. Status codes: 200 when anything was accepted (or the body was
+//! empty), 400 when every record was refused or the body cannot be split into records, 413 for
+//! an oversize body, 503 when the lake write failed (nothing of the request is acknowledged;
+//! retry — event ids make the retry idempotent downstream).
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use newsrec_event::{Rejection, parse_body};
+use serde::Serialize;
+
+use crate::batcher::{BatcherHandle, SubmitError};
+
+/// What the ingest routes need.
+#[derive(Debug, Clone)]
+pub struct IngestState {
+    pub batcher: BatcherHandle,
+    pub max_body_bytes: usize,
+    pub max_records_per_request: usize,
+}
+
+/// The reply to a request whose body could be split into records.
+#[derive(Debug, Serialize)]
+pub struct IngestReply {
+    pub accepted: usize,
+    pub rejected: Vec<Rejection>,
+}
+
+/// Why a request as a whole failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("request body exceeds {limit} bytes; split it into smaller requests")]
+    BodyTooLarge { limit: usize },
+    #[error("cannot read request body: {0}")]
+    BodyRead(String),
+    #[error(transparent)]
+    Body(#[from] newsrec_event::BodyError),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+}
+
+impl IngestError {
+    /// The one place ingest errors become HTTP statuses.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::BodyRead(_) | IngestError::Body(_) => StatusCode::BAD_REQUEST,
+            IngestError::Submit(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The ingest routes.
+pub fn router(state: IngestState) -> Router {
+    Router::new().route("/v1/events", post(post_events)).with_state(state)
+}
+
+async fn post_events(State(state): State<IngestState>, body: Body) -> Result<Response, IngestError> {
+    let limited = http_body_util::Limited::new(body, state.max_body_bytes);
+    let bytes = http_body_util::BodyExt::collect(limited)
+        .await
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                IngestError::BodyTooLarge { limit: state.max_body_bytes }
+            } else {
+                IngestError::BodyRead(error.to_string())
+            }
+        })?
+        .to_bytes();
+    metrics::counter!("newsrec_ingest_bytes_total").increment(bytes.len() as u64);
+    let max_records = state.max_records_per_request;
+    let parsed = tokio::task::spawn_blocking(move || parse_body(&bytes, max_records))
+        .await
+        .map_err(|join| IngestError::BodyRead(join.to_string()))??;
+    let accepted = parsed.events.len();
+    metrics::counter!("newsrec_ingest_events_rejected_total").increment(parsed.rejected.len() as u64);
+    if let Some(first) = parsed.rejected.first() {
+        tracing::info!(accepted, rejected = parsed.rejected.len(), first = %first, "records rejected");
+    }
+    state.batcher.submit(parsed.events).await?;
+    metrics::counter!("newsrec_ingest_events_accepted_total").increment(accepted as u64);
+    let status = if accepted == 0 && !parsed.rejected.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    Ok((status, Json(IngestReply { accepted, rejected: parsed.rejected })).into_response())
+}
