@@ -40,6 +40,11 @@ impl TimeWindow {
         TimeWindow { start_ms: layout::day_start_ms(first), end_ms: layout::day_start_ms(end) }
     }
 
+    /// The UTC day of the window's first millisecond.
+    pub fn start_date(&self) -> NaiveDate {
+        Partition::of_ts(self.start_ms).date
+    }
+
     pub fn contains(&self, ts_ms: i64) -> bool {
         (self.start_ms..self.end_ms).contains(&ts_ms)
     }

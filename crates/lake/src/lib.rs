@@ -9,10 +9,13 @@
 mod error;
 mod events;
 pub mod layout;
+pub mod manifest;
+pub mod recs;
 mod runs;
 
 pub use error::LakeError;
 pub use events::{EventColumns, TimeWindow, WrittenObject};
+pub use manifest::RunManifest;
 
 use std::{path::PathBuf, sync::Arc};
 

@@ -1,0 +1,98 @@
+//! The run manifest (`runs/<run_id>/manifest.json`, format v1): what a training run did.
+//!
+//! Written last by `train`, so its presence marks a complete run; read by `publish` (outputs),
+//! `plan` (timings) and people (config, data window, counts, metrics). Metrics and model
+//! hyperparameters are kept as JSON values so this crate stays independent of the models.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The manifest format version this build writes.
+pub const MANIFEST_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    pub manifest_version: u32,
+    pub run_id: String,
+    pub newsrec_version: String,
+    pub created_at: String,
+    /// The day the run's lists are meant to be served (D).
+    pub serving_date: String,
+    /// Training data window [start, end), dates and epoch milliseconds.
+    pub window: DataWindow,
+    /// The training configuration as given (all sections that shaped the run).
+    pub config: serde_json::Value,
+    pub counts: DataCounts,
+    /// Each model fitted, with its hyperparameters.
+    pub models: Vec<ModelEntry>,
+    /// P1 evaluations: the backtest on D-1 and, when the lake holds D, the served models on D.
+    pub evaluations: Vec<Evaluation>,
+    /// The model whose lists were written.
+    pub chosen_model: String,
+    /// Why it was chosen (metric and values).
+    pub chosen_because: String,
+    pub outputs: RunOutputs,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataWindow {
+    pub start: String,
+    pub end: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataCounts {
+    /// Clicks in the window after deduplication.
+    pub clicks: u64,
+    /// Events dropped because their event id was seen before.
+    pub duplicates: u64,
+    /// Events of other types (views) not used for training.
+    pub other_events: u64,
+    pub users: u64,
+    pub items: u64,
+    /// Distinct (user, item) pairs.
+    pub pairs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    pub name: String,
+    pub params: serde_json::Value,
+    /// Size figures of the fitted model (e.g. neighbour pairs).
+    pub stats: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// `backtest` (trained on the window before D-1, tested on D-1) or `served` (tested on D).
+    pub role: String,
+    pub test_date: String,
+    /// Per model: `{"hr@10": x, "recall@10": x, "ndcg@10": x, "users": n, ...}`.
+    pub metrics: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunOutputs {
+    /// Users with a list.
+    pub users: u64,
+    /// Rows over all parts.
+    pub rows: u64,
+    pub top_k: usize,
+    /// `recs-NNNNN.parquet` objects in order.
+    pub parts: Vec<String>,
+    /// The fallback list object.
+    pub fallback: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub read_ms: u64,
+    pub fit_ms: u64,
+    pub eval_ms: u64,
+    pub write_ms: u64,
+    pub total_ms: u64,
+}

@@ -1,0 +1,138 @@
+//! The recommendation tables a training run writes and `publish` reads (schema v1).
+//!
+//! `runs/<run_id>/recs-NNNNN.parquet`: one row per (user, rank): `user_id` utf8, `rank` int32
+//! (1 = best), `article_id` utf8, `score` float32; rows grouped by user, ranks ascending, users
+//! never split across parts. `runs/<run_id>/fallback.parquet`: the same without `user_id`, the
+//! list served to users without one. Long format so Spark/DuckDB/Athena can query it as is.
+
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, Float32Array, Int32Array, RecordBatch, StringArray,
+    builder::{Float32Builder, Int32Builder, StringBuilder},
+};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+
+/// One ranked article.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedArticle {
+    pub article_id: String,
+    pub score: f32,
+}
+
+/// One user's ranked list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecs {
+    pub user_id: String,
+    pub items: Vec<RankedArticle>,
+}
+
+/// Schema of `recs-*.parquet`.
+pub fn recs_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("rank", DataType::Int32, false),
+        Field::new("article_id", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+    ]))
+}
+
+/// Schema of `fallback.parquet`.
+pub fn fallback_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("rank", DataType::Int32, false),
+        Field::new("article_id", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+    ]))
+}
+
+/// Encodes user lists as one batch of `recs_schema`.
+pub fn recs_to_batch(users: &[UserRecs]) -> Result<RecordBatch, ArrowError> {
+    let rows: usize = users.iter().map(|u| u.items.len()).sum();
+    let mut user_id = StringBuilder::with_capacity(rows, rows * 8);
+    let mut rank = Int32Builder::with_capacity(rows);
+    let mut article_id = StringBuilder::with_capacity(rows, rows * 8);
+    let mut score = Float32Builder::with_capacity(rows);
+    for user in users {
+        for (position, item) in user.items.iter().enumerate() {
+            user_id.append_value(&user.user_id);
+            rank.append_value(position as i32 + 1);
+            article_id.append_value(&item.article_id);
+            score.append_value(item.score);
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(user_id.finish()),
+        Arc::new(rank.finish()),
+        Arc::new(article_id.finish()),
+        Arc::new(score.finish()),
+    ];
+    RecordBatch::try_new(recs_schema(), columns)
+}
+
+/// Encodes the fallback list as one batch of `fallback_schema`.
+pub fn fallback_to_batch(items: &[RankedArticle]) -> Result<RecordBatch, ArrowError> {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from_iter_values((1..=items.len()).map(|r| r as i32))),
+        Arc::new(StringArray::from_iter_values(items.iter().map(|i| i.article_id.as_str()))),
+        Arc::new(Float32Array::from_iter_values(items.iter().map(|i| i.score))),
+    ];
+    RecordBatch::try_new(fallback_schema(), columns)
+}
+
+/// Decodes batches of `recs_schema` back into user lists (consecutive rows of a user merge).
+pub fn recs_from_batches(batches: &[RecordBatch]) -> Result<Vec<UserRecs>, ArrowError> {
+    let mut users: Vec<UserRecs> = Vec::new();
+    for batch in batches {
+        let user_id = column::<StringArray>(batch, "user_id")?;
+        let article_id = column::<StringArray>(batch, "article_id")?;
+        let score = column::<Float32Array>(batch, "score")?;
+        for row in 0..batch.num_rows() {
+            let item = RankedArticle { article_id: article_id.value(row).to_owned(), score: score.value(row) };
+            match users.last_mut() {
+                Some(last) if last.user_id == user_id.value(row) => last.items.push(item),
+                _ => users.push(UserRecs { user_id: user_id.value(row).to_owned(), items: vec![item] }),
+            }
+        }
+    }
+    Ok(users)
+}
+
+/// Decodes batches of `fallback_schema`.
+pub fn fallback_from_batches(batches: &[RecordBatch]) -> Result<Vec<RankedArticle>, ArrowError> {
+    let mut items = Vec::new();
+    for batch in batches {
+        let article_id = column::<StringArray>(batch, "article_id")?;
+        let score = column::<Float32Array>(batch, "score")?;
+        for row in 0..batch.num_rows() {
+            items.push(RankedArticle { article_id: article_id.value(row).to_owned(), score: score.value(row) });
+        }
+    }
+    Ok(items)
+}
+
+fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, ArrowError> {
+    batch
+        .column_by_name(name)
+        .and_then(|array| array.as_any().downcast_ref::<T>())
+        .ok_or_else(|| ArrowError::SchemaError(format!("column \"{name}\" is missing or has the wrong type")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let item = |id: &str, score| RankedArticle { article_id: id.into(), score };
+        let users = vec![
+            UserRecs { user_id: "u1".into(), items: vec![item("a", 2.0), item("b", 1.0)] },
+            UserRecs { user_id: "u2".into(), items: vec![item("c", 0.5)] },
+        ];
+        let batch = recs_to_batch(&users).unwrap();
+        assert_eq!(batch.num_rows(), 3);
+        assert_eq!(recs_from_batches(&[batch]).unwrap(), users);
+        let fallback = vec![item("x", 3.0)];
+        assert_eq!(fallback_from_batches(&[fallback_to_batch(&fallback).unwrap()]).unwrap(), fallback);
+    }
+}

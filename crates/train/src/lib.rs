@@ -1,0 +1,117 @@
+//! The daily training job and the offline evaluation, over windows of the lake.
+//!
+//! Consumes the lake's events for `[D - window, D)` (plus D-1 and D for evaluation); produces,
+//! under `runs/<run_id>/`, top-K lists per user and a fallback list as Parquet, and the run
+//! manifest. It fits every configured model (decayed popularity, SAR-style co-occurrence),
+//! backtests the same configuration with protocol P1 on D-1 (and on D when the lake already holds
+//! D), and writes the lists of the model that scored best on the backtest. The models
+//! themselves are in `newsrec-model`; this crate is the I/O and orchestration around them.
+
+mod clicklog;
+mod evaluate;
+mod job;
+
+pub use clicklog::ClickLog;
+pub use evaluate::{DayReport, EvalReport, MeanMetrics, evaluate_range};
+pub use job::{TrainRequest, train};
+
+use chrono::NaiveDate;
+use newsrec_lake::TimeWindow;
+use newsrec_model::{
+    CooccurrenceModel, CooccurrenceParams, Dataset, EvalMetrics, ModelError, PopularityModel,
+    PopularityParams, Recommender, TestSet, evaluate_p1,
+};
+use serde::{Deserialize, Serialize};
+
+/// Everything that shapes a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    pub window_days: u32,
+    pub top_k: usize,
+    pub fallback_k: usize,
+    /// `hr@10`, `recall@10` or `ndcg@10`.
+    pub select_metric: String,
+    pub popularity: PopularityParams,
+    pub cooccurrence: CooccurrenceParams,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            window_days: 7,
+            top_k: 50,
+            fallback_k: 200,
+            select_metric: "ndcg@10".into(),
+            popularity: PopularityParams::default(),
+            cooccurrence: CooccurrenceParams::default(),
+        }
+    }
+}
+
+impl TrainSettings {
+    /// The training window of serving day `day`: `[day - window_days, day)`.
+    pub fn window_for(&self, day: NaiveDate) -> TimeWindow {
+        TimeWindow::days(day - chrono::Days::new(u64::from(self.window_days)), day)
+    }
+}
+
+/// Why a training or evaluation run failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    #[error(transparent)]
+    Lake(#[from] newsrec_lake::LakeError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("unexpected lake data: {0}")]
+    Schema(String),
+    #[error("no clicks in the training window {start}..{end} (end exclusive); import or ingest clicks for those days first")]
+    EmptyWindow { start: NaiveDate, end: NaiveDate },
+    #[error("invalid setting: {0}")]
+    Settings(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The models of one training window, fitted on the same data.
+#[derive(Debug)]
+pub struct FittedModels {
+    pub popularity: PopularityModel,
+    pub cooccurrence: CooccurrenceModel,
+}
+
+impl FittedModels {
+    /// Fits every model on the clicks of `window` (anchoring decays at its end).
+    pub fn fit(log: &ClickLog, window: TimeWindow, settings: &TrainSettings) -> Result<FittedModels, TrainError> {
+        let clicks = log.slice(window);
+        let dataset = Dataset::build(
+            log.users.len(),
+            log.items.len(),
+            clicks,
+            window.end_ms,
+            settings.cooccurrence.affinity_half_life_hours * 3_600_000.0,
+        );
+        let popularity = PopularityModel::fit(log.items.len(), clicks, window.end_ms, &settings.popularity)?;
+        let cooccurrence = CooccurrenceModel::fit(dataset, popularity.clone(), settings.cooccurrence.clone())?;
+        Ok(FittedModels { popularity, cooccurrence })
+    }
+
+    /// The models in report order.
+    pub fn all(&self) -> [&dyn Recommender; 2] {
+        [&self.popularity, &self.cooccurrence]
+    }
+
+    /// The shared training matrix.
+    pub fn dataset(&self) -> &Dataset {
+        self.cooccurrence.dataset()
+    }
+
+    /// P1 of every model on the clicks of `test_day` (the models must be trained on the window
+    /// ending at that day).
+    pub fn evaluate(&self, log: &ClickLog, test_day: NaiveDate) -> Vec<(&'static str, EvalMetrics)> {
+        let day = TimeWindow::days(test_day, test_day + chrono::Days::new(1));
+        let test_clicks: Vec<(u32, u32)> = log.slice(day).iter().map(|c| (c.user, c.item)).collect();
+        let test = TestSet::build(self.dataset(), &test_clicks);
+        self.all().iter().map(|model| (model.name(), evaluate_p1(*model, self.dataset(), &test))).collect()
+    }
+}
