@@ -75,6 +75,8 @@ pub struct ImportReport {
     pub imported: u64,
     pub rejected: u64,
     pub objects: usize,
+    /// Earliest and latest event time imported (epoch ms), when anything was imported.
+    pub time_range: Option<(i64, i64)>,
     /// The first row errors, in full: `clicks.csv.gz:7: column "click_timestamp": ...`.
     pub sample_errors: Vec<String>,
 }
@@ -145,6 +147,9 @@ impl Sink<'_> {
         match outcome {
             Ok(event) => {
                 self.report.imported += 1;
+                let (first, last) = self.report.time_range.get_or_insert((event.ts_ms, event.ts_ms));
+                *first = (*first).min(event.ts_ms);
+                *last = (*last).max(event.ts_ms);
                 self.chunk.push(event);
                 if self.chunk.len() >= self.chunk_events {
                     return self.send();

@@ -222,7 +222,6 @@ impl RecStore for EmbeddedStore {
     }
 
     async fn current(&self) -> Result<Option<GenerationInfo>, KvError> {
-        self.reload()?;
         Ok(self.serving_generation().map(|open| open.info.clone()))
     }
 

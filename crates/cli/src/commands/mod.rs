@@ -1,0 +1,86 @@
+//! The command line: global options, one module per command.
+
+mod demo;
+mod eval;
+mod import;
+pub mod plan;
+mod publish;
+mod train;
+mod up;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use newsrec_config::Config;
+
+/// newsrec: personalised news recommendations, self-hosted. Clicks in over HTTP, a lake of
+/// Parquet, a daily model, lists served in milliseconds.
+#[derive(Debug, Parser)]
+#[command(name = "newsrec", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Folder for the lake, the serving store and local state
+    #[arg(long, global = true, env = "NEWSREC_DATA_DIR", default_value = "./newsrec-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Config file (every key: config/newsrec.example.toml); NEWSREC_* env vars override it
+    #[arg(long, global = true, env = "NEWSREC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log filter (tracing syntax), e.g. info, newsrec_train=debug
+    #[arg(long, global = true, env = "NEWSREC_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run ingest and serve on one node
+    Up(up::UpArgs),
+    /// Backfill historical click logs into the lake
+    Import(import::ImportArgs),
+    /// Train the daily models for a serving day and write a run to the lake
+    Train(train::TrainArgs),
+    /// Evaluate every model with protocol P1 over a range of days
+    Eval(eval::EvalArgs),
+    /// Load a run's lists into the serving store as a new generation and switch to it
+    Publish(publish::PublishArgs),
+    /// Switch serving back to the previous generation
+    Rollback,
+    /// Synthetic (or --csv real) clicks end to end: ingest, train, publish, serve, metrics
+    Demo(demo::DemoArgs),
+    /// Capacity and cost plan for a workload
+    Plan(plan::PlanArgs),
+}
+
+/// Sets up logging to stderr.
+pub fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let load_config = || load_config(cli.config.as_deref());
+    match cli.command {
+        Command::Up(args) => up::run(load_config()?, &cli.data_dir, args).await,
+        Command::Import(args) => import::run(&load_config()?, &cli.data_dir, args).await,
+        Command::Train(args) => train::run(&load_config()?, &cli.data_dir, args).await,
+        Command::Eval(args) => eval::run(&load_config()?, &cli.data_dir, args).await,
+        Command::Publish(args) => publish::run(&load_config()?, &cli.data_dir, args).await,
+        Command::Rollback => publish::rollback(&load_config()?, &cli.data_dir).await,
+        Command::Demo(args) => demo::run(load_config()?, &cli.data_dir, args).await,
+        Command::Plan(args) => plan::run(&args),
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    Config::load(path).context("loading the configuration")
+}
+
+/// Parses a `YYYY-MM-DD` day.
+fn parse_day(text: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| format!("expected a date like 2017-10-09, got {text:?}"))
+}

@@ -1,0 +1,99 @@
+//! One node running ingest and serve on one listener (`newsrec up`), startable in-process.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use newsrec_config::Config;
+use newsrec_ingest::{BatchLimits, BatcherTask, IngestState, spawn_batcher};
+use newsrec_kv::RecStore;
+use newsrec_lake::Lake;
+use newsrec_serve::{MetricsRender, ServeState, spawn_refresher};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+use crate::settings::{open_lake, open_store};
+
+/// What a node is started with.
+#[derive(Clone)]
+pub struct NodeOptions {
+    pub config: Config,
+    pub data_dir: PathBuf,
+    pub metrics: Option<MetricsRender>,
+}
+
+impl std::fmt::Debug for NodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeOptions").field("config", &self.config).field("data_dir", &self.data_dir).finish_non_exhaustive()
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    addr: SocketAddr,
+    lake: Lake,
+    store: Arc<dyn RecStore>,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<std::io::Result<()>>,
+    batcher: BatcherTask,
+    refresher: JoinHandle<()>,
+}
+
+impl Node {
+    /// Starts ingest + serve on `listener` (bind port 0 in tests).
+    pub async fn start(options: NodeOptions, listener: TcpListener) -> anyhow::Result<Node> {
+        let config = &options.config;
+        let lake = open_lake(config, &options.data_dir)?;
+        let store = open_store(config, &options.data_dir)?;
+        let limits = BatchLimits {
+            max_events: config.ingest.batch_max_events,
+            max_bytes: config.ingest.batch_max_bytes,
+            max_age: Duration::from_millis(config.ingest.batch_max_age_ms),
+        };
+        let (batcher_handle, batcher) = spawn_batcher(lake.clone(), config.node_id.clone(), limits);
+        let ingest = newsrec_ingest::router(IngestState {
+            batcher: batcher_handle,
+            max_body_bytes: config.ingest.max_body_bytes,
+            max_records_per_request: config.ingest.max_records_per_request,
+        });
+        let serve = newsrec_serve::router(ServeState {
+            store: Arc::clone(&store),
+            default_k: config.serve.default_k,
+            max_k: config.serve.max_k,
+            metrics: options.metrics.clone(),
+        });
+        let refresher = spawn_refresher(Arc::clone(&store), Duration::from_millis(config.serve.refresh_interval_ms));
+        let app = ingest.merge(serve);
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        tracing::info!(%addr, lake = lake.uri(), "node listening");
+        Ok(Node { addr, lake, store, stop, server, batcher, refresher })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    pub fn store(&self) -> &Arc<dyn RecStore> {
+        &self.store
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish (their events are written and
+    /// acknowledged), flushes the ingest buffer, and stops.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        self.batcher.shutdown().await;
+        self.refresher.abort();
+        Ok(())
+    }
+}

@@ -1,0 +1,66 @@
+//! Turning the node configuration into the settings each stage takes, and opening the lake and
+//! the serving store a configuration names.
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::{Context, bail};
+use newsrec_config::Config;
+use newsrec_kv::{EmbeddedStore, RecStore};
+use newsrec_lake::Lake;
+use newsrec_model::{CooccurrenceParams, PopularityParams, Similarity};
+use newsrec_train::TrainSettings;
+
+/// The lake of this node: `lake.uri`, or `<data-dir>/lake`.
+pub fn open_lake(config: &Config, data_dir: &Path) -> anyhow::Result<Lake> {
+    let uri = if config.lake.uri.is_empty() {
+        data_dir.join("lake").display().to_string()
+    } else {
+        config.lake.uri.clone()
+    };
+    Lake::open(&uri).with_context(|| format!("opening the lake at {uri}"))
+}
+
+/// The serving store of this node: `kv.uri`, or the embedded store in `<data-dir>/kv`.
+pub fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn RecStore>> {
+    if !config.kv.uri.is_empty() {
+        bail!(
+            "unsupported kv.uri {:?}: this build serves from the embedded store only; leave kv.uri empty",
+            config.kv.uri
+        );
+    }
+    let dir = data_dir.join("kv");
+    let store = EmbeddedStore::open(&dir).with_context(|| format!("opening the serving store in {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Training settings from the `[train]` section.
+pub fn train_settings(config: &Config) -> TrainSettings {
+    let train = &config.train;
+    let co = &train.cooccurrence;
+    TrainSettings {
+        window_days: train.window_days,
+        top_k: train.top_k,
+        fallback_k: train.fallback_k,
+        select_metric: train.select_metric.clone(),
+        popularity: PopularityParams { half_life_hours: train.popularity.half_life_hours },
+        cooccurrence: CooccurrenceParams {
+            // The config crate validated the spelling.
+            similarity: if co.similarity == "lift" { Similarity::Lift } else { Similarity::Jaccard },
+            affinity_half_life_hours: co.affinity_half_life_hours,
+            min_cooccurrence: co.min_cooccurrence,
+            neighbours: co.neighbours,
+            popularity_weight: co.popularity_weight,
+            popular_candidates: co.popular_candidates,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_gives_default_train_settings() {
+        assert_eq!(train_settings(&Config::default()), TrainSettings::default());
+    }
+}
