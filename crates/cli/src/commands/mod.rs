@@ -57,7 +57,9 @@ pub enum Command {
 
 /// Sets up logging to stderr.
 pub fn init_logging(cli: &Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The demo prints its own narrative; its logs stay quiet unless asked for.
+    let level = if matches!(cli.command, Command::Demo(_)) && cli.log == "info" { "warn" } else { cli.log.as_str() };
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
