@@ -21,7 +21,10 @@ pub struct NodeOptions {
 
 impl std::fmt::Debug for NodeOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeOptions").field("config", &self.config).field("data_dir", &self.data_dir).finish_non_exhaustive()
+        f.debug_struct("NodeOptions")
+            .field("config", &self.config)
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,7 +63,10 @@ impl Node {
             max_k: config.serve.max_k,
             metrics: options.metrics.clone(),
         });
-        let refresher = spawn_refresher(Arc::clone(&store), Duration::from_millis(config.serve.refresh_interval_ms));
+        let refresher = spawn_refresher(
+            Arc::clone(&store),
+            Duration::from_millis(config.serve.refresh_interval_ms),
+        );
         let app = ingest.merge(serve);
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -72,7 +78,15 @@ impl Node {
                 .await
         });
         tracing::info!(%addr, lake = lake.uri(), "node listening");
-        Ok(Node { addr, lake, store, stop, server, batcher, refresher })
+        Ok(Node {
+            addr,
+            lake,
+            store,
+            stop,
+            server,
+            batcher,
+            refresher,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {

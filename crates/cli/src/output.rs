@@ -8,14 +8,26 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|cell| cell.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for (index, row) in rows.iter().enumerate() {
         let line: Vec<String> = row
             .iter()
             .enumerate()
-            .map(|(c, cell)| if c == 0 { format!("{cell:<w$}", w = widths[c]) } else { format!("{cell:>w$}", w = widths[c]) })
+            .map(|(c, cell)| {
+                if c == 0 {
+                    format!("{cell:<w$}", w = widths[c])
+                } else {
+                    format!("{cell:>w$}", w = widths[c])
+                }
+            })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
@@ -50,7 +62,13 @@ mod tests {
 
     #[test]
     fn aligns_columns() {
-        let rows = vec![vec!["model".to_owned(), "hr".to_owned()], vec!["popularity".to_owned(), "0.1".to_owned()]];
-        assert_eq!(table(&rows), "model       hr\n------------\npopularity  0.1\n");
+        let rows = vec![
+            vec!["model".to_owned(), "hr".to_owned()],
+            vec!["popularity".to_owned(), "0.1".to_owned()],
+        ];
+        assert_eq!(
+            table(&rows),
+            "model       hr\n------------\npopularity  0.1\n"
+        );
     }
 }

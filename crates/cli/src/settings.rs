@@ -29,7 +29,8 @@ pub fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn Re
         );
     }
     let dir = data_dir.join("kv");
-    let store = EmbeddedStore::open(&dir).with_context(|| format!("opening the serving store in {}", dir.display()))?;
+    let store = EmbeddedStore::open(&dir)
+        .with_context(|| format!("opening the serving store in {}", dir.display()))?;
     Ok(Arc::new(store))
 }
 
@@ -42,10 +43,16 @@ pub fn train_settings(config: &Config) -> TrainSettings {
         top_k: train.top_k,
         fallback_k: train.fallback_k,
         select_metric: train.select_metric.clone(),
-        popularity: PopularityParams { half_life_hours: train.popularity.half_life_hours },
+        popularity: PopularityParams {
+            half_life_hours: train.popularity.half_life_hours,
+        },
         cooccurrence: CooccurrenceParams {
             // The config crate validated the spelling.
-            similarity: if co.similarity == "lift" { Similarity::Lift } else { Similarity::Jaccard },
+            similarity: if co.similarity == "lift" {
+                Similarity::Lift
+            } else {
+                Similarity::Jaccard
+            },
             affinity_half_life_hours: co.affinity_half_life_hours,
             min_cooccurrence: co.min_cooccurrence,
             neighbours: co.neighbours,

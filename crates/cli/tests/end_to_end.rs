@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use newsrec_cli::{node::{Node, NodeOptions}, settings::train_settings};
+use newsrec_cli::{
+    node::{Node, NodeOptions},
+    settings::train_settings,
+};
 use newsrec_config::Config;
 use newsrec_kv::EmbeddedStore;
 use newsrec_publish::{PublishOptions, publish_run};
@@ -18,51 +21,121 @@ async fn clicks_in_recommendations_out() {
     config.ingest.batch_max_age_ms = 20;
     config.serve.refresh_interval_ms = 100;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let node = Node::start(NodeOptions { config: config.clone(), data_dir: dir.path().to_owned(), metrics: None }, listener)
-        .await
-        .unwrap();
+    let node = Node::start(
+        NodeOptions {
+            config: config.clone(),
+            data_dir: dir.path().to_owned(),
+            metrics: None,
+        },
+        listener,
+    )
+    .await
+    .unwrap();
     let base = format!("http://{}", node.addr());
     let client = reqwest::Client::new();
 
     // Before any publish the API says so instead of serving nothing.
-    let status = client.get(format!("{base}/v1/users/user0/recommendations")).send().await.unwrap().status();
+    let status = client
+        .get(format!("{base}/v1/users/user0/recommendations"))
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status, 503);
 
-    let synth = SynthConfig { users: 300, days: 4, sessions_per_day: 900, spike_day: 2, ..SynthConfig::default() };
+    let synth = SynthConfig {
+        users: 300,
+        days: 4,
+        sessions_per_day: 900,
+        spike_day: 2,
+        ..SynthConfig::default()
+    };
     let stream = generate(&synth);
     for chunk in stream.events.chunks(1_000) {
-        let body: String = chunk.iter().map(|event| format!("{}\n", event.to_json())).collect();
-        let reply: Value = client.post(format!("{base}/v1/events")).body(body).send().await.unwrap().json().await.unwrap();
-        assert_eq!(reply["accepted"].as_u64(), Some(chunk.len() as u64), "{reply}");
+        let body: String = chunk
+            .iter()
+            .map(|event| format!("{}\n", event.to_json()))
+            .collect();
+        let reply: Value = client
+            .post(format!("{base}/v1/events"))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            reply["accepted"].as_u64(),
+            Some(chunk.len() as u64),
+            "{reply}"
+        );
     }
 
     let serving_day = synth.start + chrono::Days::new(u64::from(synth.days - 1));
-    let request = TrainRequest { date: serving_day, run_id: "e2e".into(), settings: train_settings(&config) };
+    let request = TrainRequest {
+        date: serving_day,
+        run_id: "e2e".into(),
+        settings: train_settings(&config),
+    };
     let manifest = train(node.lake(), &request).await.unwrap();
     assert!(manifest.outputs.users > 100, "{:?}", manifest.outputs);
-    assert_eq!(manifest.evaluations.len(), 2, "backtest on D-1 and served on D");
+    assert_eq!(
+        manifest.evaluations.len(),
+        2,
+        "backtest on D-1 and served on D"
+    );
 
     let publisher = EmbeddedStore::open(dir.path().join("kv")).unwrap();
-    let options = PublishOptions { batch_users: 100, keep_generations: 2 };
-    let report = publish_run(node.lake(), &publisher, "e2e", options, &|_| {}).await.unwrap();
+    let options = PublishOptions {
+        batch_users: 100,
+        keep_generations: 2,
+    };
+    let report = publish_run(node.lake(), &publisher, "e2e", options, &|_| {})
+        .await
+        .unwrap();
 
     let started = Instant::now();
     loop {
-        let health: Value = client.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
+        let health: Value = client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if health["generation"].as_u64() == Some(report.generation) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "the node never picked up the generation: {health}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the node never picked up the generation: {health}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     let get = |user: &str| {
         let url = format!("{base}/v1/users/{user}/recommendations?k=10");
         let client = client.clone();
-        async move { client.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
     };
     let ids = |reply: &Value| -> Vec<String> {
-        reply["items"].as_array().unwrap().iter().map(|i| i["article_id"].as_str().unwrap().to_owned()).collect()
+        reply["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["article_id"].as_str().unwrap().to_owned())
+            .collect()
     };
     let stranger = get("nobody-we-know").await;
     assert_eq!(stranger["source"], "fallback");
@@ -71,7 +144,11 @@ async fn clicks_in_recommendations_out() {
     assert_eq!(reader["source"], "personalized", "{reader}");
     assert_eq!(reader["generation"].as_u64(), Some(report.generation));
     assert_eq!(ids(&reader).len(), 10);
-    assert_ne!(ids(&reader), ids(&stranger), "a reader with history gets more than the fallback");
+    assert_ne!(
+        ids(&reader),
+        ids(&stranger),
+        "a reader with history gets more than the fallback"
+    );
 
     node.shutdown().await.unwrap();
 }

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 pub const CONFIG_VERSION: u32 = 1;
 
 /// Top-level keys; environment variables outside these are not config (e.g. test settings).
-const SECTIONS: &[&str] = &["version", "node_id", "lake", "ingest", "train", "publish", "serve", "kv"];
+const SECTIONS: &[&str] = &[
+    "version", "node_id", "lake", "ingest", "train", "publish", "serve", "kv",
+];
 
 /// The whole node configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,7 +166,9 @@ impl Default for TrainConfig {
 
 impl Default for PopularityConfig {
     fn default() -> Self {
-        PopularityConfig { half_life_hours: 2.0 }
+        PopularityConfig {
+            half_life_hours: 2.0,
+        }
     }
 }
 
@@ -183,7 +187,10 @@ impl Default for CooccurrenceConfig {
 
 impl Default for PublishConfig {
     fn default() -> Self {
-        PublishConfig { keep_generations: 3, batch_users: 5_000 }
+        PublishConfig {
+            keep_generations: 3,
+            batch_users: 5_000,
+        }
     }
 }
 
@@ -216,12 +223,19 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError::NotFound { path: path.display().to_string() });
+                return Err(ConfigError::NotFound {
+                    path: path.display().to_string(),
+                });
             }
             figment = figment.merge(Toml::file(path));
         }
         let env = Env::prefixed("NEWSREC_").split("__").filter(|key| {
-            let top = key.as_str().split('.').next().unwrap_or_default().to_ascii_lowercase();
+            let top = key
+                .as_str()
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             SECTIONS.contains(&top.as_str())
         });
         figment = figment.merge(env);
@@ -230,12 +244,15 @@ impl Config {
 
     /// Parses a TOML document over the defaults (no environment); validated.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
         Config::from_figment(figment)
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(|error| ConfigError::Parse(Box::new(error)))?;
+        let config: Config = figment
+            .extract()
+            .map_err(|error| ConfigError::Parse(Box::new(error)))?;
         config.validate()?;
         Ok(config)
     }
@@ -244,77 +261,169 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         if self.version != CONFIG_VERSION {
-            return invalid("version", format!("this build reads version {CONFIG_VERSION}, the file says {}", self.version));
+            return invalid(
+                "version",
+                format!(
+                    "this build reads version {CONFIG_VERSION}, the file says {}",
+                    self.version
+                ),
+            );
         }
         let node_ok = !self.node_id.is_empty()
             && self.node_id.len() <= 48
-            && self.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !node_ok {
-            return invalid("node_id", format!("must be 1-48 of [A-Za-z0-9_-], got {:?}", self.node_id));
+            return invalid(
+                "node_id",
+                format!("must be 1-48 of [A-Za-z0-9_-], got {:?}", self.node_id),
+            );
         }
         let ingest = &self.ingest;
         if !(1024..=256 * 1024 * 1024).contains(&ingest.max_body_bytes) {
-            return invalid("ingest.max_body_bytes", format!("must be 1 KiB..=256 MiB, got {}", ingest.max_body_bytes));
+            return invalid(
+                "ingest.max_body_bytes",
+                format!("must be 1 KiB..=256 MiB, got {}", ingest.max_body_bytes),
+            );
         }
         if !(1..=1_000_000).contains(&ingest.max_records_per_request) {
-            return invalid("ingest.max_records_per_request", format!("must be 1..=1000000, got {}", ingest.max_records_per_request));
+            return invalid(
+                "ingest.max_records_per_request",
+                format!(
+                    "must be 1..=1000000, got {}",
+                    ingest.max_records_per_request
+                ),
+            );
         }
         if !(1..=10_000_000).contains(&ingest.batch_max_events) {
-            return invalid("ingest.batch_max_events", format!("must be 1..=10000000, got {}", ingest.batch_max_events));
+            return invalid(
+                "ingest.batch_max_events",
+                format!("must be 1..=10000000, got {}", ingest.batch_max_events),
+            );
         }
         if !(1024..=1024 * 1024 * 1024).contains(&ingest.batch_max_bytes) {
-            return invalid("ingest.batch_max_bytes", format!("must be 1 KiB..=1 GiB, got {}", ingest.batch_max_bytes));
+            return invalid(
+                "ingest.batch_max_bytes",
+                format!("must be 1 KiB..=1 GiB, got {}", ingest.batch_max_bytes),
+            );
         }
         if ingest.batch_max_age_ms > 900_000 {
-            return invalid("ingest.batch_max_age_ms", format!("must be at most 900000 (15 min), got {}", ingest.batch_max_age_ms));
+            return invalid(
+                "ingest.batch_max_age_ms",
+                format!(
+                    "must be at most 900000 (15 min), got {}",
+                    ingest.batch_max_age_ms
+                ),
+            );
         }
         let train = &self.train;
         if !(1..=365).contains(&train.window_days) {
-            return invalid("train.window_days", format!("must be 1..=365, got {}", train.window_days));
+            return invalid(
+                "train.window_days",
+                format!("must be 1..=365, got {}", train.window_days),
+            );
         }
         if !(1..=1000).contains(&train.top_k) {
-            return invalid("train.top_k", format!("must be 1..=1000, got {}", train.top_k));
+            return invalid(
+                "train.top_k",
+                format!("must be 1..=1000, got {}", train.top_k),
+            );
         }
         if !(1..=10_000).contains(&train.fallback_k) {
-            return invalid("train.fallback_k", format!("must be 1..=10000, got {}", train.fallback_k));
+            return invalid(
+                "train.fallback_k",
+                format!("must be 1..=10000, got {}", train.fallback_k),
+            );
         }
         if !["hr@10", "recall@10", "ndcg@10"].contains(&train.select_metric.as_str()) {
-            return invalid("train.select_metric", format!("must be hr@10, recall@10 or ndcg@10, got {:?}", train.select_metric));
+            return invalid(
+                "train.select_metric",
+                format!(
+                    "must be hr@10, recall@10 or ndcg@10, got {:?}",
+                    train.select_metric
+                ),
+            );
         }
-        if !(train.popularity.half_life_hours >= 0.0 && train.popularity.half_life_hours.is_finite()) {
-            return invalid("train.popularity.half_life_hours", format!("must be >= 0, got {}", train.popularity.half_life_hours));
+        if !(train.popularity.half_life_hours >= 0.0
+            && train.popularity.half_life_hours.is_finite())
+        {
+            return invalid(
+                "train.popularity.half_life_hours",
+                format!("must be >= 0, got {}", train.popularity.half_life_hours),
+            );
         }
         let co = &train.cooccurrence;
         if !["jaccard", "lift"].contains(&co.similarity.as_str()) {
-            return invalid("train.cooccurrence.similarity", format!("must be jaccard or lift, got {:?}", co.similarity));
+            return invalid(
+                "train.cooccurrence.similarity",
+                format!("must be jaccard or lift, got {:?}", co.similarity),
+            );
         }
         if !(co.affinity_half_life_hours >= 0.0 && co.affinity_half_life_hours.is_finite()) {
-            return invalid("train.cooccurrence.affinity_half_life_hours", format!("must be >= 0, got {}", co.affinity_half_life_hours));
+            return invalid(
+                "train.cooccurrence.affinity_half_life_hours",
+                format!("must be >= 0, got {}", co.affinity_half_life_hours),
+            );
         }
         if co.min_cooccurrence == 0 {
-            return invalid("train.cooccurrence.min_cooccurrence", "must be at least 1".into());
+            return invalid(
+                "train.cooccurrence.min_cooccurrence",
+                "must be at least 1".into(),
+            );
         }
         if !(1..=10_000).contains(&co.neighbours) {
-            return invalid("train.cooccurrence.neighbours", format!("must be 1..=10000, got {}", co.neighbours));
+            return invalid(
+                "train.cooccurrence.neighbours",
+                format!("must be 1..=10000, got {}", co.neighbours),
+            );
         }
         if !(0.0..=1.0).contains(&co.popularity_weight) {
-            return invalid("train.cooccurrence.popularity_weight", format!("must be 0..=1, got {}", co.popularity_weight));
+            return invalid(
+                "train.cooccurrence.popularity_weight",
+                format!("must be 0..=1, got {}", co.popularity_weight),
+            );
         }
         if co.popular_candidates > 100_000 {
-            return invalid("train.cooccurrence.popular_candidates", format!("must be at most 100000, got {}", co.popular_candidates));
+            return invalid(
+                "train.cooccurrence.popular_candidates",
+                format!("must be at most 100000, got {}", co.popular_candidates),
+            );
         }
         if !(1..=100_000).contains(&self.publish.batch_users) {
-            return invalid("publish.batch_users", format!("must be 1..=100000, got {}", self.publish.batch_users));
+            return invalid(
+                "publish.batch_users",
+                format!("must be 1..=100000, got {}", self.publish.batch_users),
+            );
         }
         let serve = &self.serve;
         if serve.listen.parse::<std::net::SocketAddr>().is_err() {
-            return invalid("serve.listen", format!("must be an address like 127.0.0.1:8080, got {:?}", serve.listen));
+            return invalid(
+                "serve.listen",
+                format!(
+                    "must be an address like 127.0.0.1:8080, got {:?}",
+                    serve.listen
+                ),
+            );
         }
-        if !(1..=1000).contains(&serve.max_k) || serve.default_k == 0 || serve.default_k > serve.max_k {
-            return invalid("serve.default_k", format!("need 1 <= default_k ({}) <= max_k ({}) <= 1000", serve.default_k, serve.max_k));
+        if !(1..=1000).contains(&serve.max_k)
+            || serve.default_k == 0
+            || serve.default_k > serve.max_k
+        {
+            return invalid(
+                "serve.default_k",
+                format!(
+                    "need 1 <= default_k ({}) <= max_k ({}) <= 1000",
+                    serve.default_k, serve.max_k
+                ),
+            );
         }
         if !(50..=600_000).contains(&serve.refresh_interval_ms) {
-            return invalid("serve.refresh_interval_ms", format!("must be 50..=600000, got {}", serve.refresh_interval_ms));
+            return invalid(
+                "serve.refresh_interval_ms",
+                format!("must be 50..=600000, got {}", serve.refresh_interval_ms),
+            );
         }
         Ok(())
     }
@@ -346,7 +455,10 @@ mod tests {
     #[test]
     fn out_of_range_values_are_refused_with_the_key() {
         let error = Config::from_toml("[train]\nwindow_days = 0\n").unwrap_err();
-        assert_eq!(error.to_string(), "invalid configuration: train.window_days: must be 1..=365, got 0");
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: train.window_days: must be 1..=365, got 0"
+        );
         let error = Config::from_toml("version = 2\n").unwrap_err();
         assert!(error.to_string().contains("version"), "{error}");
     }
@@ -362,6 +474,9 @@ mod tests {
             assert_eq!(config.ingest.batch_max_age_ms, 250);
             Ok(())
         });
-        assert!(matches!(Config::load(Some(Path::new("/nonexistent.toml"))), Err(ConfigError::NotFound { .. })));
+        assert!(matches!(
+            Config::load(Some(Path::new("/nonexistent.toml"))),
+            Err(ConfigError::NotFound { .. })
+        ));
     }
 }

@@ -27,14 +27,20 @@ pub fn arrow_schema() -> SchemaRef {
         Field::new("event_id", DataType::Utf8, false),
         Field::new("user_id", DataType::Utf8, false),
         Field::new("article_id", DataType::Utf8, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("type", DataType::Utf8, false),
         Field::new("session_id", DataType::Utf8, true),
         Field::new("dwell_ms", DataType::Int64, true),
         Field::new("referrer", DataType::Utf8, true),
     ];
-    let metadata =
-        HashMap::from([(SCHEMA_VERSION_KEY.to_owned(), EVENT_SCHEMA_VERSION.to_string())]);
+    let metadata = HashMap::from([(
+        SCHEMA_VERSION_KEY.to_owned(),
+        EVENT_SCHEMA_VERSION.to_string(),
+    )]);
     Arc::new(Schema::new_with_metadata(fields, metadata))
 }
 

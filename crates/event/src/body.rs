@@ -52,21 +52,30 @@ pub enum BodyError {
 
 /// Splits a body into records and validates each; at most `max_records` records are accepted.
 pub fn parse_body(body: &[u8], max_records: usize) -> Result<ParsedBody, BodyError> {
-    let text = std::str::from_utf8(body).map_err(|error| BodyError::NotUtf8(error.valid_up_to()))?;
+    let text =
+        std::str::from_utf8(body).map_err(|error| BodyError::NotUtf8(error.valid_up_to()))?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
-        let values: Vec<Value> =
-            serde_json::from_str(trimmed).map_err(|error| BodyError::BadArray(error.to_string()))?;
+        let values: Vec<Value> = serde_json::from_str(trimmed)
+            .map_err(|error| BodyError::BadArray(error.to_string()))?;
         if values.len() > max_records {
-            return Err(BodyError::TooManyRecords { records: values.len(), limit: max_records });
+            return Err(BodyError::TooManyRecords {
+                records: values.len(),
+                limit: max_records,
+            });
         }
-        let mut parsed = ParsedBody { records: values.len(), ..ParsedBody::default() };
+        let mut parsed = ParsedBody {
+            records: values.len(),
+            ..ParsedBody::default()
+        };
         for (index, value) in values.iter().enumerate() {
             match event_from_value(value) {
                 Ok(event) => parsed.events.push(event),
-                Err(error) => {
-                    parsed.rejected.push(Rejection { index, line: None, reason: error.to_string() })
-                }
+                Err(error) => parsed.rejected.push(Rejection {
+                    index,
+                    line: None,
+                    reason: error.to_string(),
+                }),
             }
         }
         return Ok(parsed);
@@ -79,15 +88,25 @@ pub fn parse_body(body: &[u8], max_records: usize) -> Result<ParsedBody, BodyErr
         }
         parsed.records += 1;
         if parsed.records > max_records {
-            let records = text.split('\n').filter(|line| !line.trim().is_empty()).count();
-            return Err(BodyError::TooManyRecords { records, limit: max_records });
+            let records = text
+                .split('\n')
+                .filter(|line| !line.trim().is_empty())
+                .count();
+            return Err(BodyError::TooManyRecords {
+                records,
+                limit: max_records,
+            });
         }
         let outcome = serde_json::from_str::<Value>(line)
             .map_err(|error| format!("field \"record\": malformed JSON: {error}"))
             .and_then(|value| event_from_value(&value).map_err(|error| error.to_string()));
         match outcome {
             Ok(event) => parsed.events.push(event),
-            Err(reason) => parsed.rejected.push(Rejection { index, line: Some(index + 1), reason }),
+            Err(reason) => parsed.rejected.push(Rejection {
+                index,
+                line: Some(index + 1),
+                reason,
+            }),
         }
     }
     Ok(parsed)
@@ -133,12 +152,21 @@ mod tests {
 
     #[test]
     fn whole_body_errors() {
-        assert!(matches!(parse_body(b"[{\"a\":", 10), Err(BodyError::BadArray(_))));
-        assert_eq!(parse_body(b"ok\xff", 10).unwrap_err(), BodyError::NotUtf8(2));
+        assert!(matches!(
+            parse_body(b"[{\"a\":", 10),
+            Err(BodyError::BadArray(_))
+        ));
+        assert_eq!(
+            parse_body(b"ok\xff", 10).unwrap_err(),
+            BodyError::NotUtf8(2)
+        );
         let many = "{}\n".repeat(11);
         assert_eq!(
             parse_body(many.as_bytes(), 10).unwrap_err(),
-            BodyError::TooManyRecords { records: 11, limit: 10 }
+            BodyError::TooManyRecords {
+                records: 11,
+                limit: 10
+            }
         );
     }
 

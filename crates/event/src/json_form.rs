@@ -8,8 +8,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
 use crate::{
-    ClickEvent, EventType, FieldError, MAX_REFERRER_BYTES, derive_event_id,
-    validate_id, validate_ts_ms,
+    ClickEvent, EventType, FieldError, MAX_REFERRER_BYTES, derive_event_id, validate_id,
+    validate_ts_ms,
 };
 
 /// Parses and validates one event from JSON text.
@@ -33,7 +33,10 @@ pub fn event_from_value(value: &Value) -> Result<ClickEvent, FieldError> {
     let event_type = match optional_str(object, "type")? {
         None => EventType::Click,
         Some(text) => EventType::parse(text).ok_or_else(|| {
-            FieldError::new("type", format!("expected \"click\" or \"view\", got {}", quoted(text)))
+            FieldError::new(
+                "type",
+                format!("expected \"click\" or \"view\", got {}", quoted(text)),
+            )
         })?,
     };
     let session_id = optional_str(object, "session_id")?;
@@ -49,7 +52,9 @@ pub fn event_from_value(value: &Value) -> Result<ClickEvent, FieldError> {
                 .ok_or_else(|| {
                     FieldError::new(
                         "dwell_ms",
-                        format!("expected a whole number of milliseconds 0..=4294967295, got {number}"),
+                        format!(
+                            "expected a whole number of milliseconds 0..=4294967295, got {number}"
+                        ),
                     )
                 })?,
         ),
@@ -66,7 +71,10 @@ pub fn event_from_value(value: &Value) -> Result<ClickEvent, FieldError> {
     {
         return Err(FieldError::new(
             "referrer",
-            format!("is {} bytes, at most {MAX_REFERRER_BYTES} allowed", referrer.len()),
+            format!(
+                "is {} bytes, at most {MAX_REFERRER_BYTES} allowed",
+                referrer.len()
+            ),
         ));
     }
     let event_id = match optional_str(object, "event_id")? {
@@ -121,24 +129,32 @@ fn parse_ts(value: &Value) -> Result<i64, FieldError> {
     let expected = "expected RFC 3339 or epoch millis";
     let ts_ms = match value {
         Value::Number(number) => number.as_i64().ok_or_else(|| {
-            FieldError::new("ts", format!("{expected}, got {number} (not a whole number)"))
+            FieldError::new(
+                "ts",
+                format!("{expected}, got {number} (not a whole number)"),
+            )
         })?,
-        Value::String(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
-            text.parse::<i64>()
-                .map_err(|_| FieldError::new("ts", format!("{expected}, got {}", quoted(text))))?
-        }
+        Value::String(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => text
+            .parse::<i64>()
+            .map_err(|_| FieldError::new("ts", format!("{expected}, got {}", quoted(text))))?,
         Value::String(text) => DateTime::parse_from_rfc3339(text)
             .map_err(|_| FieldError::new("ts", format!("{expected}, got {}", quoted(text))))?
             .timestamp_millis(),
         other => {
-            return Err(FieldError::new("ts", format!("{expected}, got {}", kind_of(other))));
+            return Err(FieldError::new(
+                "ts",
+                format!("{expected}, got {}", kind_of(other)),
+            ));
         }
     };
     validate_ts_ms(ts_ms)?;
     Ok(ts_ms)
 }
 
-fn required_id<'a>(object: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, FieldError> {
+fn required_id<'a>(
+    object: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, FieldError> {
     let value = optional_str(object, field)?.ok_or_else(|| missing(field))?;
     validate_id(field, value)?;
     Ok(value)
@@ -151,9 +167,10 @@ fn optional_str<'a>(
     match object.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => Ok(Some(text)),
-        Some(other) => {
-            Err(FieldError::new(field, format!("expected a string, got {}", kind_of(other))))
-        }
+        Some(other) => Err(FieldError::new(
+            field,
+            format!("expected a string, got {}", kind_of(other)),
+        )),
     }
 }
 
@@ -202,7 +219,8 @@ mod tests {
 
     #[test]
     fn epoch_millis_and_default_type() {
-        let event = event_from_json(r#"{"user_id":"u","article_id":"a","ts":1506859200000}"#).unwrap();
+        let event =
+            event_from_json(r#"{"user_id":"u","article_id":"a","ts":1506859200000}"#).unwrap();
         assert_eq!(event.event_type, EventType::Click);
         assert_eq!(event.event_id.len(), 32);
         let as_string =
@@ -219,11 +237,17 @@ mod tests {
             r#"field "ts": expected RFC 3339 or epoch millis, got "yesterday""#
         );
         let error = event_from_json(r#"{"article_id":"a","ts":1}"#).unwrap_err();
-        assert_eq!(error.to_string(), r#"field "user_id": is required but missing"#);
+        assert_eq!(
+            error.to_string(),
+            r#"field "user_id": is required but missing"#
+        );
         let error = event_from_json(r#"{"user_id":"","article_id":"a","ts":1}"#).unwrap_err();
         assert_eq!(error.to_string(), r#"field "user_id": must not be empty"#);
         let error = event_from_json(r#"{"user_id":7,"article_id":"a","ts":1}"#).unwrap_err();
-        assert_eq!(error.to_string(), r#"field "user_id": expected a string, got number 7"#);
+        assert_eq!(
+            error.to_string(),
+            r#"field "user_id": expected a string, got number 7"#
+        );
         let error =
             event_from_json(r#"{"user_id":"u","article_id":"a","ts":1506859200000,"type":"buy"}"#)
                 .unwrap_err();
@@ -231,6 +255,9 @@ mod tests {
         let error = event_from_json(r#"{"user_id":"u","article_id":"a","ts":1.5}"#).unwrap_err();
         assert!(error.reason.contains("not a whole number"), "{error}");
         let error = event_from_json("[1,2]").unwrap_err();
-        assert_eq!(error.to_string(), r#"field "record": expected a JSON object, got an array"#);
+        assert_eq!(
+            error.to_string(),
+            r#"field "record": expected a JSON object, got an array"#
+        );
     }
 }

@@ -121,7 +121,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        FieldError { field, reason: reason.into() }
+        FieldError {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -159,7 +162,10 @@ pub fn validate_ts_ms(ts_ms: i64) -> Result<(), FieldError> {
         ));
     }
     if ts_ms >= MAX_TS_MS {
-        return Err(FieldError::new("ts", format!("{ts_ms} is after 2200-01-01T00:00:00Z")));
+        return Err(FieldError::new(
+            "ts",
+            format!("{ts_ms} is after 2200-01-01T00:00:00Z"),
+        ));
     }
     Ok(())
 }
@@ -175,7 +181,12 @@ pub fn derive_event_id(
 ) -> String {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     // Length-prefix each part so ("ab","c") and ("a","bc") hash differently.
-    for part in [user_id, article_id, event_type.as_str(), session_id.unwrap_or("")] {
+    for part in [
+        user_id,
+        article_id,
+        event_type.as_str(),
+        session_id.unwrap_or(""),
+    ] {
         hasher.update(&(part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
     }
@@ -209,7 +220,10 @@ mod tests {
     fn ids_are_bounded() {
         assert!(validate_id("user_id", &"x".repeat(MAX_ID_BYTES)).is_ok());
         let error = validate_id("user_id", &"x".repeat(MAX_ID_BYTES + 1)).unwrap_err();
-        assert_eq!(error.to_string(), "field \"user_id\": is 257 bytes, at most 256 allowed");
+        assert_eq!(
+            error.to_string(),
+            "field \"user_id\": is 257 bytes, at most 256 allowed"
+        );
         assert!(validate_id("user_id", "").is_err());
         assert!(validate_id("user_id", "a\nb").is_err());
     }

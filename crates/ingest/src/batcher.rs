@@ -40,7 +40,9 @@ pub struct BatcherHandle {
 
 impl std::fmt::Debug for Submission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Submission").field("events", &self.events.len()).finish()
+        f.debug_struct("Submission")
+            .field("events", &self.events.len())
+            .finish()
     }
 }
 
@@ -74,7 +76,11 @@ impl BatcherHandle {
 }
 
 /// Starts the batcher task writing to `lake` under `writer` (the node id).
-pub fn spawn_batcher(lake: Lake, writer: String, limits: BatchLimits) -> (BatcherHandle, BatcherTask) {
+pub fn spawn_batcher(
+    lake: Lake,
+    writer: String,
+    limits: BatchLimits,
+) -> (BatcherHandle, BatcherTask) {
     let (submissions, receiver) = mpsc::channel(SUBMISSION_QUEUE);
     let (stop, stopped) = oneshot::channel();
     let join = tokio::spawn(run(lake, writer, limits, receiver, stopped));
@@ -139,7 +145,11 @@ async fn run(
         };
         let Some(submission) = next else { break };
         batch.first_at.get_or_insert_with(Instant::now);
-        batch.bytes += submission.events.iter().map(ClickEvent::approx_bytes).sum::<usize>();
+        batch.bytes += submission
+            .events
+            .iter()
+            .map(ClickEvent::approx_bytes)
+            .sum::<usize>();
         batch.events.extend(submission.events);
         batch.acks.push(submission.ack);
         if batch.events.len() >= limits.max_events || batch.bytes >= limits.max_bytes {
@@ -150,7 +160,12 @@ async fn run(
 }
 
 async fn flush(lake: &Lake, writer: &str, seq: u64, batch: &mut Batch) {
-    let Batch { events, acks, bytes, .. } = std::mem::take(batch);
+    let Batch {
+        events,
+        acks,
+        bytes,
+        ..
+    } = std::mem::take(batch);
     if events.is_empty() {
         return;
     }
@@ -162,7 +177,14 @@ async fn flush(lake: &Lake, writer: &str, seq: u64, batch: &mut Batch) {
         Ok(objects) => {
             metrics::counter!("newsrec_lake_objects_written_total").increment(objects.len() as u64);
             metrics::histogram!("newsrec_ingest_flush_events").record(events.len() as f64);
-            tracing::debug!(events = events.len(), bytes, objects = objects.len(), seq, ms = elapsed.as_millis() as u64, "batch written");
+            tracing::debug!(
+                events = events.len(),
+                bytes,
+                objects = objects.len(),
+                seq,
+                ms = elapsed.as_millis() as u64,
+                "batch written"
+            );
             Ok(())
         }
         Err(error) => {
@@ -188,7 +210,9 @@ impl SequenceClock {
     fn next(&mut self) -> u64 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+            .map_or(0, |elapsed| {
+                u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+            });
         self.last = now.max(self.last + 1);
         self.last
     }
@@ -200,22 +224,41 @@ mod tests {
     use newsrec_lake::{EventColumns, TimeWindow};
 
     fn events(n: usize) -> Vec<ClickEvent> {
-        (0..n).map(|i| ClickEvent::click(&format!("u{i}"), "a", 1_506_816_000_000 + i as i64).unwrap()).collect()
+        (0..n)
+            .map(|i| {
+                ClickEvent::click(&format!("u{i}"), "a", 1_506_816_000_000 + i as i64).unwrap()
+            })
+            .collect()
     }
 
     async fn stored(lake: &Lake) -> usize {
-        let window = TimeWindow { start_ms: 1_506_816_000_000, end_ms: 1_506_902_400_000 };
-        lake.read_events(window, EventColumns::All).await.unwrap().iter().map(|b| b.num_rows()).sum()
+        let window = TimeWindow {
+            start_ms: 1_506_816_000_000,
+            end_ms: 1_506_902_400_000,
+        };
+        lake.read_events(window, EventColumns::All)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum()
     }
 
     #[tokio::test]
     async fn acks_only_after_the_lake_holds_the_events() {
         let lake = Lake::open("memory://").unwrap();
-        let limits = BatchLimits { max_events: 1_000_000, max_bytes: usize::MAX, max_age: Duration::from_millis(50) };
+        let limits = BatchLimits {
+            max_events: 1_000_000,
+            max_bytes: usize::MAX,
+            max_age: Duration::from_millis(50),
+        };
         let (handle, task) = spawn_batcher(lake.clone(), "n1".into(), limits);
         let started = Instant::now();
         handle.submit(events(3)).await.unwrap();
-        assert!(started.elapsed() >= Duration::from_millis(45), "flushed by age, not before");
+        assert!(
+            started.elapsed() >= Duration::from_millis(45),
+            "flushed by age, not before"
+        );
         assert_eq!(stored(&lake).await, 3);
         drop(handle);
         task.shutdown().await;
@@ -224,9 +267,16 @@ mod tests {
     #[tokio::test]
     async fn count_bound_flushes_at_once_and_shutdown_flushes_the_rest() {
         let lake = Lake::open("memory://").unwrap();
-        let limits = BatchLimits { max_events: 10, max_bytes: usize::MAX, max_age: Duration::from_secs(3600) };
+        let limits = BatchLimits {
+            max_events: 10,
+            max_bytes: usize::MAX,
+            max_age: Duration::from_secs(3600),
+        };
         let (handle, task) = spawn_batcher(lake.clone(), "n1".into(), limits);
-        tokio::time::timeout(Duration::from_secs(5), handle.submit(events(10))).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), handle.submit(events(10)))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stored(&lake).await, 10);
         let pending = {
             let handle = handle.clone();

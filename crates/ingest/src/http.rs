@@ -63,9 +63,16 @@ impl IngestError {
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut response = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        let mut response = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
         }
         response
     }
@@ -73,16 +80,23 @@ impl IntoResponse for IngestError {
 
 /// The ingest routes.
 pub fn router(state: IngestState) -> Router {
-    Router::new().route("/v1/events", post(post_events)).with_state(state)
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .with_state(state)
 }
 
-async fn post_events(State(state): State<IngestState>, body: Body) -> Result<Response, IngestError> {
+async fn post_events(
+    State(state): State<IngestState>,
+    body: Body,
+) -> Result<Response, IngestError> {
     let limited = http_body_util::Limited::new(body, state.max_body_bytes);
     let bytes = http_body_util::BodyExt::collect(limited)
         .await
         .map_err(|error| {
             if error.is::<http_body_util::LengthLimitError>() {
-                IngestError::BodyTooLarge { limit: state.max_body_bytes }
+                IngestError::BodyTooLarge {
+                    limit: state.max_body_bytes,
+                }
             } else {
                 IngestError::BodyRead(error.to_string())
             }
@@ -94,12 +108,24 @@ async fn post_events(State(state): State<IngestState>, body: Body) -> Result<Res
         .await
         .map_err(|join| IngestError::BodyRead(join.to_string()))??;
     let accepted = parsed.events.len();
-    metrics::counter!("newsrec_ingest_events_rejected_total").increment(parsed.rejected.len() as u64);
+    metrics::counter!("newsrec_ingest_events_rejected_total")
+        .increment(parsed.rejected.len() as u64);
     if let Some(first) = parsed.rejected.first() {
         tracing::info!(accepted, rejected = parsed.rejected.len(), first = %first, "records rejected");
     }
     state.batcher.submit(parsed.events).await?;
     metrics::counter!("newsrec_ingest_events_accepted_total").increment(accepted as u64);
-    let status = if accepted == 0 && !parsed.rejected.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    Ok((status, Json(IngestReply { accepted, rejected: parsed.rejected })).into_response())
+    let status = if accepted == 0 && !parsed.rejected.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(IngestReply {
+            accepted,
+            rejected: parsed.rejected,
+        }),
+    )
+        .into_response())
 }

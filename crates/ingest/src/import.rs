@@ -19,7 +19,9 @@ use std::{
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, TimeUnit as ArrowTimeUnit};
 use chrono::DateTime;
-use newsrec_event::{ClickEvent, EventType, FieldError, derive_event_id, validate_id, validate_ts_ms};
+use newsrec_event::{
+    ClickEvent, EventType, FieldError, derive_event_id, validate_id, validate_ts_ms,
+};
 use newsrec_lake::Lake;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
@@ -88,7 +90,11 @@ pub enum ImportError {
     #[error("cannot read {path}: {reason}")]
     File { path: String, reason: String },
     #[error("{path}: column {column:?} not found (columns are: {available})")]
-    MissingColumn { path: String, column: String, available: String },
+    MissingColumn {
+        path: String,
+        column: String,
+        available: String,
+    },
     #[error(transparent)]
     Lake(#[from] newsrec_lake::LakeError),
 }
@@ -105,16 +111,18 @@ pub async fn import_files(
 ) -> Result<ImportReport, ImportError> {
     let (sender, mut chunks) = tokio::sync::mpsc::channel::<Vec<ClickEvent>>(1);
     let reader_options = options.clone();
-    let reader = tokio::task::spawn_blocking(move || read_all(&files, &reader_options, &sender, &progress));
+    let reader =
+        tokio::task::spawn_blocking(move || read_all(&files, &reader_options, &sender, &progress));
     let mut objects = 0;
     let mut seq = 0u64;
     while let Some(chunk) = chunks.recv().await {
         objects += lake.write_events(&options.writer, seq, &chunk).await?.len();
         seq += 1;
     }
-    let mut report = reader
-        .await
-        .map_err(|join| ImportError::File { path: "(reader thread)".into(), reason: join.to_string() })??;
+    let mut report = reader.await.map_err(|join| ImportError::File {
+        path: "(reader thread)".into(),
+        reason: join.to_string(),
+    })??;
     report.objects = objects;
     Ok(report)
 }
@@ -142,12 +150,19 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    fn row(&mut self, location: impl FnOnce() -> String, outcome: Result<ClickEvent, String>) -> bool {
+    fn row(
+        &mut self,
+        location: impl FnOnce() -> String,
+        outcome: Result<ClickEvent, String>,
+    ) -> bool {
         self.report.rows += 1;
         match outcome {
             Ok(event) => {
                 self.report.imported += 1;
-                let (first, last) = self.report.time_range.get_or_insert((event.ts_ms, event.ts_ms));
+                let (first, last) = self
+                    .report
+                    .time_range
+                    .get_or_insert((event.ts_ms, event.ts_ms));
                 *first = (*first).min(event.ts_ms);
                 *last = (*last).max(event.ts_ms);
                 self.chunk.push(event);
@@ -158,7 +173,9 @@ impl Sink<'_> {
             Err(reason) => {
                 self.report.rejected += 1;
                 if self.report.sample_errors.len() < QUOTED_ERRORS {
-                    self.report.sample_errors.push(format!("{}: {reason}", location()));
+                    self.report
+                        .sample_errors
+                        .push(format!("{}: {reason}", location()));
                 }
             }
         }
@@ -186,14 +203,26 @@ fn read_all(
         report: ImportReport::default(),
     };
     for path in files {
-        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        let file_error = |reason: String| ImportError::File { path: path.display().to_string(), reason };
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let file_error = |reason: String| ImportError::File {
+            path: path.display().to_string(),
+            reason,
+        };
         match options.format {
             ImportFormat::Csv | ImportFormat::Ndjson => {
                 let file = File::open(path).map_err(|error| file_error(error.to_string()))?;
-                let raw = CountingReader { inner: file, counter: Arc::clone(&counter) };
+                let raw = CountingReader {
+                    inner: file,
+                    counter: Arc::clone(&counter),
+                };
                 let mut buffered = BufReader::with_capacity(1 << 16, raw);
-                let is_gzip = buffered.fill_buf().map_err(|error| file_error(error.to_string()))?.starts_with(&[0x1f, 0x8b]);
+                let is_gzip = buffered
+                    .fill_buf()
+                    .map_err(|error| file_error(error.to_string()))?
+                    .starts_with(&[0x1f, 0x8b]);
                 let reader: Box<dyn Read> = if is_gzip {
                     Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
                 } else {
@@ -233,17 +262,26 @@ fn read_csv(
     sink: &mut Sink<'_>,
     tick: &dyn Fn(),
 ) -> Result<bool, ImportError> {
-    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(reader);
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(reader);
     let headers = csv
         .headers()
-        .map_err(|error| ImportError::File { path: path.display().to_string(), reason: error.to_string() })?
+        .map_err(|error| ImportError::File {
+            path: path.display().to_string(),
+            reason: error.to_string(),
+        })?
         .clone();
     let find = |column: &str| {
-        headers.iter().position(|header| header == column).ok_or_else(|| ImportError::MissingColumn {
-            path: path.display().to_string(),
-            column: column.to_owned(),
-            available: headers.iter().collect::<Vec<_>>().join(", "),
-        })
+        headers
+            .iter()
+            .position(|header| header == column)
+            .ok_or_else(|| ImportError::MissingColumn {
+                path: path.display().to_string(),
+                column: column.to_owned(),
+                available: headers.iter().collect::<Vec<_>>().join(", "),
+            })
     };
     let user = find(&columns.user)?;
     let item = find(&columns.item)?;
@@ -269,11 +307,17 @@ fn read_csv(
                 }
             }
             Err(error) => {
-                if !sink.row(|| format!("{name}:{line}"), Err(format!("malformed CSV row: {error}"))) {
+                if !sink.row(
+                    || format!("{name}:{line}"),
+                    Err(format!("malformed CSV row: {error}")),
+                ) {
                     return Ok(false);
                 }
                 if error.is_io_error() {
-                    return Err(ImportError::File { path: path.display().to_string(), reason: error.to_string() });
+                    return Err(ImportError::File {
+                        path: path.display().to_string(),
+                        reason: error.to_string(),
+                    });
                 }
             }
         }
@@ -305,7 +349,10 @@ fn read_ndjson(
             Ok(0) => break,
             Ok(_) => {}
             Err(error) => {
-                sink.row(|| format!("{name}:{number}"), Err(format!("unreadable line: {error}")));
+                sink.row(
+                    || format!("{name}:{number}"),
+                    Err(format!("unreadable line: {error}")),
+                );
                 break;
             }
         }
@@ -319,14 +366,24 @@ fn read_ndjson(
                 let text = |column: &str| match get(column) {
                     Some(Value::String(text)) => Ok(text.clone()),
                     Some(Value::Number(number)) => Ok(number.to_string()),
-                    Some(other) => Err(format!("column {column:?}: expected a string or number, got {other}")),
+                    Some(other) => Err(format!(
+                        "column {column:?}: expected a string or number, got {other}"
+                    )),
                     None => Err(format!("column {column:?}: is required but missing")),
                 };
                 let time = match get(&columns.time) {
-                    Some(Value::Number(number)) => Ok(TimeValue::Number(number.as_f64().unwrap_or(f64::NAN))),
+                    Some(Value::Number(number)) => {
+                        Ok(TimeValue::Number(number.as_f64().unwrap_or(f64::NAN)))
+                    }
                     Some(Value::String(text)) => Ok(TimeValue::Owned(text.clone())),
-                    Some(other) => Err(format!("column {:?}: expected a time, got {other}", columns.time)),
-                    None => Err(format!("column {:?}: is required but missing", columns.time)),
+                    Some(other) => Err(format!(
+                        "column {:?}: expected a time, got {other}",
+                        columns.time
+                    )),
+                    None => Err(format!(
+                        "column {:?}: is required but missing",
+                        columns.time
+                    )),
                 };
                 let session = match columns.session.as_deref() {
                     Some(column) => get(column).map(|_| text(column)).transpose(),
@@ -351,20 +408,45 @@ fn read_ndjson(
     Ok(true)
 }
 
-fn read_parquet(path: &Path, name: &str, file: File, columns: &ColumnMap, sink: &mut Sink<'_>) -> Result<bool, ImportError> {
-    let file_error = |reason: String| ImportError::File { path: path.display().to_string(), reason };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|error| file_error(error.to_string()))?;
+fn read_parquet(
+    path: &Path,
+    name: &str,
+    file: File,
+    columns: &ColumnMap,
+    sink: &mut Sink<'_>,
+) -> Result<bool, ImportError> {
+    let file_error = |reason: String| ImportError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|error| file_error(error.to_string()))?;
     let schema = Arc::clone(builder.schema());
-    for column in [Some(&columns.user), Some(&columns.item), Some(&columns.time), columns.session.as_ref()].into_iter().flatten() {
+    for column in [
+        Some(&columns.user),
+        Some(&columns.item),
+        Some(&columns.time),
+        columns.session.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
         if schema.index_of(column).is_err() {
             return Err(ImportError::MissingColumn {
                 path: path.display().to_string(),
                 column: column.clone(),
-                available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+                available: schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
     }
-    let reader = builder.build().map_err(|error| file_error(error.to_string()))?;
+    let reader = builder
+        .build()
+        .map_err(|error| file_error(error.to_string()))?;
     let mut row_base = 0u64;
     for batch in reader {
         let batch = batch.map_err(|error| file_error(error.to_string()))?;
@@ -391,34 +473,79 @@ fn read_parquet(path: &Path, name: &str, file: File, columns: &ColumnMap, sink: 
 }
 
 fn cell(array: &StringArray, row: usize) -> &str {
-    if array.is_null(row) { "" } else { array.value(row) }
+    if array.is_null(row) {
+        ""
+    } else {
+        array.value(row)
+    }
 }
 
 fn as_strings(batch: &RecordBatch, column: &str) -> Result<StringArray, String> {
-    let array = batch.column_by_name(column).ok_or_else(|| format!("column {column:?} not found"))?;
-    let cast = arrow_cast::cast(array, &DataType::Utf8).map_err(|error| format!("column {column:?}: {error}"))?;
-    cast.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| format!("column {column:?}: not text"))
+    let array = batch
+        .column_by_name(column)
+        .ok_or_else(|| format!("column {column:?} not found"))?;
+    let cast = arrow_cast::cast(array, &DataType::Utf8)
+        .map_err(|error| format!("column {column:?}: {error}"))?;
+    cast.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| format!("column {column:?}: not text"))
 }
 
 /// A per-row accessor of a Parquet time column, whatever its type.
-fn time_values(batch: &RecordBatch, column: &str) -> Result<Box<dyn Fn(usize) -> TimeValue<'static>>, String> {
-    let array = batch.column_by_name(column).ok_or_else(|| format!("column {column:?} not found"))?;
+fn time_values(
+    batch: &RecordBatch,
+    column: &str,
+) -> Result<Box<dyn Fn(usize) -> TimeValue<'static>>, String> {
+    let array = batch
+        .column_by_name(column)
+        .ok_or_else(|| format!("column {column:?} not found"))?;
     match array.data_type() {
         DataType::Timestamp(_, _) | DataType::Date64 => {
-            let millis = arrow_cast::cast(array, &DataType::Timestamp(ArrowTimeUnit::Millisecond, None))
-                .and_then(|ts| arrow_cast::cast(&ts, &DataType::Int64))
-                .map_err(|error| format!("column {column:?}: {error}"))?;
-            let millis = millis.as_any().downcast_ref::<Int64Array>().cloned().ok_or("not int64")?;
-            Ok(Box::new(move |row| if millis.is_null(row) { TimeValue::Missing } else { TimeValue::ExactMillis(millis.value(row)) }))
+            let millis = arrow_cast::cast(
+                array,
+                &DataType::Timestamp(ArrowTimeUnit::Millisecond, None),
+            )
+            .and_then(|ts| arrow_cast::cast(&ts, &DataType::Int64))
+            .map_err(|error| format!("column {column:?}: {error}"))?;
+            let millis = millis
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned()
+                .ok_or("not int64")?;
+            Ok(Box::new(move |row| {
+                if millis.is_null(row) {
+                    TimeValue::Missing
+                } else {
+                    TimeValue::ExactMillis(millis.value(row))
+                }
+            }))
         }
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
             let text = as_strings(batch, column)?;
-            Ok(Box::new(move |row| if text.is_null(row) { TimeValue::Missing } else { TimeValue::Owned(text.value(row).to_owned()) }))
+            Ok(Box::new(move |row| {
+                if text.is_null(row) {
+                    TimeValue::Missing
+                } else {
+                    TimeValue::Owned(text.value(row).to_owned())
+                }
+            }))
         }
         _ => {
-            let numbers = arrow_cast::cast(array, &DataType::Float64).map_err(|error| format!("column {column:?}: {error}"))?;
-            let numbers = numbers.as_any().downcast_ref::<arrow_array::Float64Array>().cloned().ok_or("not numeric")?;
-            Ok(Box::new(move |row| if numbers.is_null(row) { TimeValue::Missing } else { TimeValue::Number(numbers.value(row)) }))
+            let numbers = arrow_cast::cast(array, &DataType::Float64)
+                .map_err(|error| format!("column {column:?}: {error}"))?;
+            let numbers = numbers
+                .as_any()
+                .downcast_ref::<arrow_array::Float64Array>()
+                .cloned()
+                .ok_or("not numeric")?;
+            Ok(Box::new(move |row| {
+                if numbers.is_null(row) {
+                    TimeValue::Missing
+                } else {
+                    TimeValue::Number(numbers.value(row))
+                }
+            }))
         }
     }
 }
@@ -432,17 +559,22 @@ enum TimeValue<'a> {
     Missing,
 }
 
-fn build_event(columns: &ColumnMap, user: &str, item: &str, time: &TimeValue<'_>, session: Option<&str>) -> Result<ClickEvent, String> {
-    let rename = |error: FieldError, column: &str| {
-        format!("column {column:?}: {}", error.reason)
-    };
+fn build_event(
+    columns: &ColumnMap,
+    user: &str,
+    item: &str,
+    time: &TimeValue<'_>,
+    session: Option<&str>,
+) -> Result<ClickEvent, String> {
+    let rename = |error: FieldError, column: &str| format!("column {column:?}: {}", error.reason);
     validate_id("user_id", user).map_err(|e| rename(e, &columns.user))?;
     validate_id("article_id", item).map_err(|e| rename(e, &columns.item))?;
     let session = session.filter(|s| !s.is_empty());
     if let (Some(session), Some(column)) = (session, columns.session.as_deref()) {
         validate_id("session_id", session).map_err(|e| rename(e, column))?;
     }
-    let ts_ms = parse_time(time, columns.unit).map_err(|reason| format!("column {:?}: {reason}", columns.time))?;
+    let ts_ms = parse_time(time, columns.unit)
+        .map_err(|reason| format!("column {:?}: {reason}", columns.time))?;
     validate_ts_ms(ts_ms).map_err(|e| rename(e, &columns.time))?;
     Ok(ClickEvent {
         event_id: derive_event_id(user, item, ts_ms, EventType::Click, session),
@@ -462,7 +594,9 @@ fn parse_time(value: &TimeValue<'_>, unit: TimeUnit) -> Result<i64, String> {
         TimeValue::ExactMillis(ms) => return Ok(*ms),
         TimeValue::Number(number) => {
             return match unit {
-                TimeUnit::Millis if number.fract() == 0.0 && number.is_finite() => Ok(*number as i64),
+                TimeUnit::Millis if number.fract() == 0.0 && number.is_finite() => {
+                    Ok(*number as i64)
+                }
                 TimeUnit::Seconds if number.is_finite() => Ok((number * 1000.0).round() as i64),
                 TimeUnit::Rfc3339 => Err(format!("expected RFC 3339 text, got number {number}")),
                 _ => Err(format!("expected epoch milliseconds, got {number}")),
@@ -472,7 +606,10 @@ fn parse_time(value: &TimeValue<'_>, unit: TimeUnit) -> Result<i64, String> {
         TimeValue::Owned(text) => text.as_str(),
     };
     match unit {
-        TimeUnit::Millis => text.trim().parse::<i64>().map_err(|_| format!("expected epoch milliseconds, got {text:?}")),
+        TimeUnit::Millis => text
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| format!("expected epoch milliseconds, got {text:?}")),
         TimeUnit::Seconds => text
             .trim()
             .parse::<f64>()
@@ -505,19 +642,35 @@ mod tests {
     }
 
     fn options(format: ImportFormat, columns: ColumnMap) -> ImportOptions {
-        ImportOptions { format, columns, writer: "import-test".into(), chunk_events: 2 }
+        ImportOptions {
+            format,
+            columns,
+            writer: "import-test".into(),
+            chunk_events: 2,
+        }
     }
 
     async fn lake_rows(lake: &Lake) -> usize {
-        let window = TimeWindow { start_ms: 946_684_800_000, end_ms: 4_102_444_800_000 };
-        lake.read_events(window, EventColumns::All).await.unwrap().iter().map(RecordBatch::num_rows).sum()
+        let window = TimeWindow {
+            start_ms: 946_684_800_000,
+            end_ms: 4_102_444_800_000,
+        };
+        lake.read_events(window, EventColumns::All)
+            .await
+            .unwrap()
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum()
     }
 
     #[tokio::test]
     async fn gzipped_csv_with_bad_rows_keeps_the_good_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("clicks.csv.gz");
-        let mut gz = flate2::write::GzEncoder::new(File::create(&path).unwrap(), flate2::Compression::fast());
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
         writeln!(gz, "user_id,session_id,click_article_id,click_timestamp").unwrap();
         writeln!(gz, "1,10,100,1506826800000").unwrap();
         writeln!(gz, "2,20,200,yesterday").unwrap();
@@ -526,12 +679,23 @@ mod tests {
         writeln!(gz, "5,50,500,1506827000000").unwrap();
         gz.finish().unwrap();
         let lake = Lake::open("memory://").unwrap();
-        let report = import_files(&lake, vec![path], options(ImportFormat::Csv, globo_columns()), Arc::new(|_| {}))
-            .await
-            .unwrap();
+        let report = import_files(
+            &lake,
+            vec![path],
+            options(ImportFormat::Csv, globo_columns()),
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
         assert_eq!((report.rows, report.imported, report.rejected), (5, 3, 2));
-        assert_eq!(report.sample_errors[0], "clicks.csv.gz:3: column \"click_timestamp\": expected epoch milliseconds, got \"yesterday\"");
-        assert_eq!(report.sample_errors[1], "clicks.csv.gz:4: column \"user_id\": must not be empty");
+        assert_eq!(
+            report.sample_errors[0],
+            "clicks.csv.gz:3: column \"click_timestamp\": expected epoch milliseconds, got \"yesterday\""
+        );
+        assert_eq!(
+            report.sample_errors[1],
+            "clicks.csv.gz:4: column \"user_id\": must not be empty"
+        );
         assert_eq!(lake_rows(&lake).await, 3);
     }
 
@@ -541,10 +705,20 @@ mod tests {
         let path = dir.path().join("x.csv");
         std::fs::write(&path, "a,b\n1,2\n").unwrap();
         let lake = Lake::open("memory://").unwrap();
-        let error = import_files(&lake, vec![path], options(ImportFormat::Csv, globo_columns()), Arc::new(|_| {}))
-            .await
-            .unwrap_err();
-        assert!(error.to_string().contains("column \"user_id\" not found (columns are: a, b)"), "{error}");
+        let error = import_files(
+            &lake,
+            vec![path],
+            options(ImportFormat::Csv, globo_columns()),
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("column \"user_id\" not found (columns are: a, b)"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
@@ -556,25 +730,56 @@ mod tests {
             "{\"u\":1,\"i\":\"a\",\"t\":\"2017-10-01T03:00:00Z\"}\n\n{\"u\":2,\"i\":\"b\"}\n{\"u\":3,\"i\":\"c\",\"t\":\"2017-10-01T04:00:00+02:00\"}\n",
         )
         .unwrap();
-        let columns = ColumnMap { user: "u".into(), item: "i".into(), time: "t".into(), unit: TimeUnit::Rfc3339, session: None };
+        let columns = ColumnMap {
+            user: "u".into(),
+            item: "i".into(),
+            time: "t".into(),
+            unit: TimeUnit::Rfc3339,
+            session: None,
+        };
         let lake = Lake::open("memory://").unwrap();
-        let report = import_files(&lake, vec![path], options(ImportFormat::Ndjson, columns), Arc::new(|_| {})).await.unwrap();
+        let report = import_files(
+            &lake,
+            vec![path],
+            options(ImportFormat::Ndjson, columns),
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
         assert_eq!((report.imported, report.rejected), (2, 1));
-        assert_eq!(report.sample_errors[0], "x.ndjson:3: column \"t\": is required but missing");
+        assert_eq!(
+            report.sample_errors[0],
+            "x.ndjson:3: column \"t\": is required but missing"
+        );
     }
 
     #[tokio::test]
     async fn parquet_written_by_the_lake_imports_back() {
         let source = Lake::open("memory://").unwrap();
-        let events: Vec<ClickEvent> = (0..5).map(|i| ClickEvent::click(&format!("u{i}"), "a", 1_506_826_800_000 + i).unwrap()).collect();
+        let events: Vec<ClickEvent> = (0..5)
+            .map(|i| ClickEvent::click(&format!("u{i}"), "a", 1_506_826_800_000 + i).unwrap())
+            .collect();
         let written = source.write_events("w", 1, &events).await.unwrap();
         let bytes = source.get_object(&written[0].path).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.parquet");
         std::fs::write(&path, &bytes).unwrap();
-        let columns = ColumnMap { user: "user_id".into(), item: "article_id".into(), time: "ts".into(), unit: TimeUnit::Millis, session: None };
+        let columns = ColumnMap {
+            user: "user_id".into(),
+            item: "article_id".into(),
+            time: "ts".into(),
+            unit: TimeUnit::Millis,
+            session: None,
+        };
         let lake = Lake::open("memory://").unwrap();
-        let report = import_files(&lake, vec![path], options(ImportFormat::Parquet, columns), Arc::new(|_| {})).await.unwrap();
+        let report = import_files(
+            &lake,
+            vec![path],
+            options(ImportFormat::Parquet, columns),
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
         assert_eq!(report.imported, 5);
         assert_eq!(lake_rows(&lake).await, 5);
     }

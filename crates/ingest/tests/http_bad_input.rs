@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use axum::{body::Body, http::{Request, StatusCode}};
+use axum::{
+    body::Body,
+    http::{Request, StatusCode},
+};
 use http_body_util::BodyExt;
 use newsrec_ingest::{BatchLimits, IngestState, router, spawn_batcher};
 use newsrec_lake::{EventColumns, Lake, TimeWindow};
@@ -11,9 +14,20 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 fn app(lake: &Lake, max_body_bytes: usize) -> (axum::Router, newsrec_ingest::BatcherTask) {
-    let limits = BatchLimits { max_events: 1000, max_bytes: 1 << 20, max_age: Duration::from_millis(10) };
+    let limits = BatchLimits {
+        max_events: 1000,
+        max_bytes: 1 << 20,
+        max_age: Duration::from_millis(10),
+    };
     let (batcher, task) = spawn_batcher(lake.clone(), "test-node".into(), limits);
-    (router(IngestState { batcher, max_body_bytes, max_records_per_request: 100 }), task)
+    (
+        router(IngestState {
+            batcher,
+            max_body_bytes,
+            max_records_per_request: 100,
+        }),
+        task,
+    )
 }
 
 async fn post(app: &axum::Router, body: impl Into<Body>) -> (StatusCode, Value) {
@@ -25,9 +39,16 @@ async fn post(app: &axum::Router, body: impl Into<Body>) -> (StatusCode, Value) 
 }
 
 async fn stored_users(lake: &Lake) -> Vec<String> {
-    let window = TimeWindow { start_ms: 946_684_800_000, end_ms: 4_102_444_800_000 };
+    let window = TimeWindow {
+        start_ms: 946_684_800_000,
+        end_ms: 4_102_444_800_000,
+    };
     let batches = lake.read_events(window, EventColumns::All).await.unwrap();
-    let mut users: Vec<String> = batches.iter().flat_map(|b| newsrec_event::events_from_batch(b).unwrap()).map(|e| e.user_id).collect();
+    let mut users: Vec<String> = batches
+        .iter()
+        .flat_map(|b| newsrec_event::events_from_batch(b).unwrap())
+        .map(|e| e.user_id)
+        .collect();
     users.sort();
     users
 }
@@ -53,15 +74,41 @@ async fn each_bad_record_is_named_and_the_good_ones_are_kept() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["line"].as_u64().unwrap(), r["reason"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["reason"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(rejected.len(), 5);
     assert_eq!(rejected[0].0, 2);
-    assert!(rejected[0].1.starts_with("field \"record\": malformed JSON"), "{}", rejected[0].1);
-    assert_eq!(rejected[1], (3, "field \"user_id\": is required but missing".to_owned()));
-    assert_eq!(rejected[2], (4, "field \"ts\": expected RFC 3339 or epoch millis, got \"yesterday\"".to_owned()));
-    assert_eq!(rejected[3], (5, "field \"user_id\": must not be empty".to_owned()));
-    assert_eq!(rejected[4], (6, "field \"article_id\": must not be empty".to_owned()));
+    assert!(
+        rejected[0]
+            .1
+            .starts_with("field \"record\": malformed JSON"),
+        "{}",
+        rejected[0].1
+    );
+    assert_eq!(
+        rejected[1],
+        (3, "field \"user_id\": is required but missing".to_owned())
+    );
+    assert_eq!(
+        rejected[2],
+        (
+            4,
+            "field \"ts\": expected RFC 3339 or epoch millis, got \"yesterday\"".to_owned()
+        )
+    );
+    assert_eq!(
+        rejected[3],
+        (5, "field \"user_id\": must not be empty".to_owned())
+    );
+    assert_eq!(
+        rejected[4],
+        (6, "field \"article_id\": must not be empty".to_owned())
+    );
     // The reply came after the write: the valid records are already in the lake.
     assert_eq!(stored_users(&lake).await, ["good1", "good3"]);
     task.shutdown().await;
@@ -75,7 +122,10 @@ async fn oversize_body_is_413_and_stores_nothing() {
     let body = vec![line; 100].join("\n");
     let (status, reply) = post(&app, body).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(reply["error"], "request body exceeds 1024 bytes; split it into smaller requests");
+    assert_eq!(
+        reply["error"],
+        "request body exceeds 1024 bytes; split it into smaller requests"
+    );
     assert!(stored_users(&lake).await.is_empty());
     task.shutdown().await;
 }
@@ -84,15 +134,27 @@ async fn oversize_body_is_413_and_stores_nothing() {
 async fn json_array_bodies_and_all_bad_bodies() {
     let lake = Lake::open("memory://").unwrap();
     let (app, task) = app(&lake, 64 * 1024);
-    let (status, reply) = post(&app, r#"[{"user_id":"arr","article_id":"a","ts":1506852000000}, 7]"#).await;
+    let (status, reply) = post(
+        &app,
+        r#"[{"user_id":"arr","article_id":"a","ts":1506852000000}, 7]"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(reply["rejected"][0]["index"], 1);
-    assert_eq!(reply["rejected"][0]["reason"], "field \"record\": expected a JSON object, got number 7");
+    assert_eq!(
+        reply["rejected"][0]["reason"],
+        "field \"record\": expected a JSON object, got number 7"
+    );
     let (status, reply) = post(&app, r#"{"user_id":"u"}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "nothing accepted: {reply}");
     let (status, reply) = post(&app, "[{").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(reply["error"].as_str().unwrap().contains("not a valid JSON array"));
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid JSON array")
+    );
     let (status, _) = post(&app, "").await;
     assert_eq!(status, StatusCode::OK, "an empty body is a no-op");
     assert_eq!(stored_users(&lake).await, ["arr"]);

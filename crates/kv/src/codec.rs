@@ -29,7 +29,12 @@ pub enum CodecError {
 /// Encodes a list. Ids longer than 65535 bytes cannot occur (events cap ids at 256 bytes).
 pub fn encode_items(items: &[RecItem]) -> Result<Vec<u8>, CodecError> {
     let count = u16::try_from(items.len()).map_err(|_| CodecError::TooLong(items.len()))?;
-    let mut out = Vec::with_capacity(3 + items.iter().map(|it| 6 + it.article_id.len()).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        3 + items
+            .iter()
+            .map(|it| 6 + it.article_id.len())
+            .sum::<usize>(),
+    );
     out.push(FORMAT_VERSION);
     out.extend_from_slice(&count.to_le_bytes());
     for item in items {
@@ -49,14 +54,28 @@ pub fn decode_items(bytes: &[u8]) -> Result<Vec<RecItem>, CodecError> {
         return Err(CodecError::UnknownVersion(version));
     }
     let take = |at: usize, n: usize| bytes.get(at..at + n).ok_or(CodecError::Truncated(at));
-    let count = u16::from_le_bytes(take(1, 2)?.try_into().map_err(|_| CodecError::Truncated(1))?);
+    let count = u16::from_le_bytes(
+        take(1, 2)?
+            .try_into()
+            .map_err(|_| CodecError::Truncated(1))?,
+    );
     let mut at = 3;
     let mut items = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
-        let score = f32::from_le_bytes(take(at, 4)?.try_into().map_err(|_| CodecError::Truncated(at))?);
-        let len = u16::from_le_bytes(take(at + 4, 2)?.try_into().map_err(|_| CodecError::Truncated(at))?);
+        let score = f32::from_le_bytes(
+            take(at, 4)?
+                .try_into()
+                .map_err(|_| CodecError::Truncated(at))?,
+        );
+        let len = u16::from_le_bytes(
+            take(at + 4, 2)?
+                .try_into()
+                .map_err(|_| CodecError::Truncated(at))?,
+        );
         let id = take(at + 6, usize::from(len))?;
-        let article_id = std::str::from_utf8(id).map_err(|_| CodecError::NotUtf8(at + 6))?.to_owned();
+        let article_id = std::str::from_utf8(id)
+            .map_err(|_| CodecError::NotUtf8(at + 6))?
+            .to_owned();
         items.push(RecItem { article_id, score });
         at += 6 + usize::from(len);
     }
@@ -92,6 +111,9 @@ mod tests {
         assert_eq!(decode_items(&[]), Err(CodecError::Empty));
         assert_eq!(decode_items(&[9, 0, 0]), Err(CodecError::UnknownVersion(9)));
         assert_eq!(decode_items(&[1, 1, 0, 0]), Err(CodecError::Truncated(3)));
-        assert_eq!(decode_items(&[1, 0, 0, 7]), Err(CodecError::TrailingBytes(1)));
+        assert_eq!(
+            decode_items(&[1, 0, 0, 7]),
+            Err(CodecError::TrailingBytes(1))
+        );
     }
 }

@@ -6,7 +6,10 @@ use crate::{Generation, KvError, RecItem, RecStore, UserList, rollback};
 /// Publishes a generation of `users` (id → article ids) with fallback `["f1", "f2"]`, activates
 /// it and returns its number.
 pub async fn publish(store: &dyn RecStore, run_id: &str, users: &[(&str, &[&str])]) -> Generation {
-    let mut writer = store.create_generation(run_id).await.expect("create generation");
+    let mut writer = store
+        .create_generation(run_id)
+        .await
+        .expect("create generation");
     let lists = users
         .iter()
         .map(|(user, items)| UserList {
@@ -14,19 +17,28 @@ pub async fn publish(store: &dyn RecStore, run_id: &str, users: &[(&str, &[&str]
             items: items
                 .iter()
                 .enumerate()
-                .map(|(rank, id)| RecItem { article_id: (*id).to_owned(), score: 1.0 / (rank as f32 + 1.0) })
+                .map(|(rank, id)| RecItem {
+                    article_id: (*id).to_owned(),
+                    score: 1.0 / (rank as f32 + 1.0),
+                })
                 .collect(),
         })
         .collect();
     writer.put_users(lists).await.expect("put users");
-    writer.put_fallback(vec![item("f1", 2.0), item("f2", 1.0)]).await.expect("put fallback");
+    writer
+        .put_fallback(vec![item("f1", 2.0), item("f2", 1.0)])
+        .await
+        .expect("put fallback");
     let info = writer.finish(users.len() as u64).await.expect("finish");
     store.activate(info.generation).await.expect("activate");
     info.generation
 }
 
 fn item(id: &str, score: f32) -> RecItem {
-    RecItem { article_id: id.to_owned(), score }
+    RecItem {
+        article_id: id.to_owned(),
+        score,
+    }
 }
 
 async fn ids(store: &dyn RecStore, user: &str) -> Option<Vec<String>> {
@@ -52,7 +64,10 @@ async fn empty_store(store: &dyn RecStore) {
     assert_eq!(store.user_list("u1").await.unwrap(), None);
     assert_eq!(store.fallback_list().await.unwrap(), None);
     assert!(store.generations().await.unwrap().is_empty());
-    assert!(matches!(rollback(store).await, Err(KvError::NothingToRollBackTo { current: None })));
+    assert!(matches!(
+        rollback(store).await,
+        Err(KvError::NothingToRollBackTo { current: None })
+    ));
 }
 
 async fn publish_and_read(store: &dyn RecStore) {
@@ -65,7 +80,11 @@ async fn publish_and_read(store: &dyn RecStore) {
     let list = store.user_list("u1").await.unwrap().unwrap();
     assert_eq!(list.generation, generation);
     assert_eq!(list.items[1].score, 0.5);
-    assert_eq!(ids(store, "nobody").await, None, "a missing user returns None");
+    assert_eq!(
+        ids(store, "nobody").await,
+        None,
+        "a missing user returns None"
+    );
     let fallback = store.fallback_list().await.unwrap().unwrap();
     assert_eq!(fallback.items, vec![item("f1", 2.0), item("f2", 1.0)]);
 }
@@ -77,12 +96,25 @@ async fn switch_and_rollback(store: &dyn RecStore) {
     assert_eq!(ids(store, "u1").await, Some(vec!["new".into()]));
     assert_eq!(rollback(store).await.unwrap(), first);
     assert_eq!(ids(store, "u1").await, Some(vec!["old".into()]));
-    assert_eq!(ids(store, "u9").await, None, "nothing of the newer generation leaks");
+    assert_eq!(
+        ids(store, "u9").await,
+        None,
+        "nothing of the newer generation leaks"
+    );
     store.activate(second).await.unwrap();
     assert_eq!(ids(store, "u9").await, Some(vec!["x".into()]));
-    let numbers: Vec<_> = store.generations().await.unwrap().iter().map(|g| g.generation).collect();
+    let numbers: Vec<_> = store
+        .generations()
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.generation)
+        .collect();
     assert_eq!(numbers, vec![first, second]);
-    assert!(matches!(store.activate(second + 100).await, Err(KvError::NoSuchGeneration(_))));
+    assert!(matches!(
+        store.activate(second + 100).await,
+        Err(KvError::NoSuchGeneration(_))
+    ));
 }
 
 async fn count_mismatch_is_not_sealed(store: &dyn RecStore) {
@@ -90,12 +122,28 @@ async fn count_mismatch_is_not_sealed(store: &dyn RecStore) {
     let mut writer = store.create_generation("run-2").await.unwrap();
     let generation = writer.generation();
     writer
-        .put_users(vec![UserList { user_id: "u1".into(), items: vec![item("b", 1.0)] }])
+        .put_users(vec![UserList {
+            user_id: "u1".into(),
+            items: vec![item("b", 1.0)],
+        }])
         .await
         .unwrap();
     let error = writer.finish(2).await.unwrap_err();
-    assert!(matches!(error, KvError::CountMismatch { stored: 1, expected: 2, .. }), "{error}");
-    assert!(matches!(store.activate(generation).await, Err(KvError::NoSuchGeneration(_))));
+    assert!(
+        matches!(
+            error,
+            KvError::CountMismatch {
+                stored: 1,
+                expected: 2,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(matches!(
+        store.activate(generation).await,
+        Err(KvError::NoSuchGeneration(_))
+    ));
     assert_eq!(store.current().await.unwrap().unwrap().generation, first);
     assert_eq!(ids(store, "u1").await, Some(vec!["a".into()]));
 }
@@ -108,7 +156,13 @@ async fn prune_keeps_current_and_newest(store: &dyn RecStore) {
     store.activate(generations[0]).await.unwrap();
     let deleted = store.prune(2).await.unwrap();
     assert_eq!(deleted, vec![generations[1]]);
-    let left: Vec<_> = store.generations().await.unwrap().iter().map(|g| g.generation).collect();
+    let left: Vec<_> = store
+        .generations()
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.generation)
+        .collect();
     assert_eq!(left, vec![generations[0], generations[2], generations[3]]);
     assert_eq!(ids(store, "u1").await, Some(vec!["a".into()]));
 }
@@ -118,7 +172,11 @@ async fn odd_user_ids_round_trip(store: &dyn RecStore) {
     let users: Vec<(&str, &[&str])> = odd.iter().map(|u| (*u, &["a1"] as &[&str])).collect();
     publish(store, "run-odd", &users).await;
     for user in odd {
-        assert_eq!(ids(store, user).await, Some(vec!["a1".into()]), "user id {user:?}");
+        assert_eq!(
+            ids(store, user).await,
+            Some(vec!["a1".into()]),
+            "user id {user:?}"
+        );
     }
     assert_eq!(ids(store, "user:2").await, None);
 }

@@ -50,7 +50,9 @@ struct OpenGeneration {
 
 impl std::fmt::Debug for OpenGeneration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenGeneration").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("OpenGeneration")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,7 +61,10 @@ impl EmbeddedStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<EmbeddedStore, KvError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|source| io_error(&dir, source))?;
-        let store = EmbeddedStore { dir, serving: RwLock::new(None) };
+        let store = EmbeddedStore {
+            dir,
+            serving: RwLock::new(None),
+        };
         store.reload()?;
         Ok(store)
     }
@@ -81,7 +86,10 @@ impl EmbeddedStore {
         let path = self.dir.join(CURRENT_FILE);
         match fs::read_to_string(&path) {
             Ok(text) => text.trim().parse::<Generation>().map(Some).map_err(|_| {
-                io_error(&path, std::io::Error::other(format!("pointer holds {text:?}, not a number")))
+                io_error(
+                    &path,
+                    std::io::Error::other(format!("pointer holds {text:?}, not a number")),
+                )
             }),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(io_error(&path, source)),
@@ -99,12 +107,18 @@ impl EmbeddedStore {
             Some(generation) => Some(Arc::new(self.open_generation(generation)?)),
             None => None,
         };
-        *self.serving.write().unwrap_or_else(|poison| poison.into_inner()) = opened;
+        *self
+            .serving
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = opened;
         Ok(true)
     }
 
     fn serving_generation(&self) -> Option<Arc<OpenGeneration>> {
-        self.serving.read().unwrap_or_else(|poison| poison.into_inner()).clone()
+        self.serving
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 
     fn open_generation(&self, generation: Generation) -> Result<OpenGeneration, KvError> {
@@ -115,13 +129,18 @@ impl EmbeddedStore {
         let embedded = |source: redb::Error| embedded_error(&path, source);
         let database = ReadOnlyDatabase::open(&path).map_err(|e| embedded(e.into()))?;
         let transaction = database.begin_read().map_err(|e| embedded(e.into()))?;
-        let meta = transaction.open_table(META).map_err(|e| embedded(e.into()))?;
+        let meta = transaction
+            .open_table(META)
+            .map_err(|e| embedded(e.into()))?;
         let info_bytes = meta
             .get(META_INFO)
             .map_err(|e| embedded(e.into()))?
             .ok_or(KvError::NoSuchGeneration(generation))?;
         let info: GenerationInfo = serde_json::from_slice(info_bytes.value()).map_err(|error| {
-            io_error(&path, std::io::Error::other(format!("generation info is corrupt: {error}")))
+            io_error(
+                &path,
+                std::io::Error::other(format!("generation info is corrupt: {error}")),
+            )
         })?;
         let fallback = match meta.get(META_FALLBACK).map_err(|e| embedded(e.into()))? {
             Some(bytes) => decode_items(bytes.value()).map_err(|source| KvError::Corrupt {
@@ -131,12 +150,24 @@ impl EmbeddedStore {
             })?,
             None => Vec::new(),
         };
-        let lists = transaction.open_table(LISTS).map_err(|e| embedded(e.into()))?;
-        Ok(OpenGeneration { info, lists, fallback, _database: database })
+        let lists = transaction
+            .open_table(LISTS)
+            .map_err(|e| embedded(e.into()))?;
+        Ok(OpenGeneration {
+            info,
+            lists,
+            fallback,
+            _database: database,
+        })
     }
 
     fn sealed_generations(&self) -> Result<Vec<Generation>, KvError> {
-        Ok(self.scan()?.into_iter().filter(|(_, sealed)| *sealed).map(|(g, _)| g).collect())
+        Ok(self
+            .scan()?
+            .into_iter()
+            .filter(|(_, sealed)| *sealed)
+            .map(|(g, _)| g)
+            .collect())
     }
 
     /// Every generation file in the folder, sorted: (number, sealed?).
@@ -147,7 +178,9 @@ impl EmbeddedStore {
             let entry = entry.map_err(|source| io_error(&self.dir, source))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some(rest) = name.strip_prefix("gen-") else { continue };
+            let Some(rest) = name.strip_prefix("gen-") else {
+                continue;
+            };
             if let Some(number) = rest.strip_suffix(".redb") {
                 if let Ok(generation) = number.parse() {
                     found.push((generation, true));
@@ -172,9 +205,9 @@ impl EmbeddedStore {
             .map_err(|source| io_error(&path, source))?;
         match file.try_lock() {
             Ok(()) => Ok(file),
-            Err(fs::TryLockError::WouldBlock) => {
-                Err(KvError::Locked { path: path.display().to_string() })
-            }
+            Err(fs::TryLockError::WouldBlock) => Err(KvError::Locked {
+                path: path.display().to_string(),
+            }),
             Err(fs::TryLockError::Error(source)) => Err(io_error(&path, source)),
         }
     }
@@ -197,7 +230,8 @@ impl RecStore for EmbeddedStore {
         let lock = self.lock()?;
         let generation = self.scan()?.last().map_or(1, |(last, _)| last + 1);
         let partial = self.partial_path(generation);
-        let database = Database::create(&partial).map_err(|e| embedded_error(&partial, e.into()))?;
+        let database =
+            Database::create(&partial).map_err(|e| embedded_error(&partial, e.into()))?;
         Ok(Box::new(EmbeddedWriter {
             generation,
             run_id: run_id.to_owned(),
@@ -261,10 +295,16 @@ impl RecStore for EmbeddedStore {
     }
 
     async fn user_list(&self, user_id: &str) -> Result<Option<StoredList>, KvError> {
-        let Some(open) = self.serving_generation() else { return Ok(None) };
+        let Some(open) = self.serving_generation() else {
+            return Ok(None);
+        };
         let generation = open.info.generation;
         let path = self.sealed_path(generation);
-        let Some(value) = open.lists.get(user_id).map_err(|e| embedded_error(&path, e.into()))? else {
+        let Some(value) = open
+            .lists
+            .get(user_id)
+            .map_err(|e| embedded_error(&path, e.into()))?
+        else {
             return Ok(None);
         };
         let items = decode_items(value.value()).map_err(|source| KvError::Corrupt {
@@ -276,9 +316,10 @@ impl RecStore for EmbeddedStore {
     }
 
     async fn fallback_list(&self) -> Result<Option<StoredList>, KvError> {
-        Ok(self
-            .serving_generation()
-            .map(|open| StoredList { generation: open.info.generation, items: open.fallback.clone() }))
+        Ok(self.serving_generation().map(|open| StoredList {
+            generation: open.info.generation,
+            items: open.fallback.clone(),
+        }))
     }
 }
 
@@ -295,7 +336,9 @@ struct EmbeddedWriter {
 
 impl std::fmt::Debug for EmbeddedWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedWriter").field("partial", &self.partial).finish_non_exhaustive()
+        f.debug_struct("EmbeddedWriter")
+            .field("partial", &self.partial)
+            .finish_non_exhaustive()
     }
 }
 
@@ -357,7 +400,9 @@ impl GenerationWriter for EmbeddedWriter {
             source,
         })?;
         self.write(Durability::None, move |transaction| {
-            transaction.open_table(META)?.insert(META_FALLBACK, value.as_slice())?;
+            transaction
+                .open_table(META)?
+                .insert(META_FALLBACK, value.as_slice())?;
             Ok(())
         })
         .await
@@ -365,15 +410,24 @@ impl GenerationWriter for EmbeddedWriter {
 
     async fn finish(self: Box<Self>, expected_users: u64) -> Result<GenerationInfo, KvError> {
         let stored = {
-            let transaction = self.database.begin_read().map_err(|e| embedded_error(&self.partial, e.into()))?;
+            let transaction = self
+                .database
+                .begin_read()
+                .map_err(|e| embedded_error(&self.partial, e.into()))?;
             match transaction.open_table(LISTS) {
-                Ok(table) => table.len().map_err(|e| embedded_error(&self.partial, e.into()))?,
+                Ok(table) => table
+                    .len()
+                    .map_err(|e| embedded_error(&self.partial, e.into()))?,
                 Err(redb::TableError::TableDoesNotExist(_)) => 0,
                 Err(error) => return Err(embedded_error(&self.partial, error.into())),
             }
         };
         if stored != expected_users {
-            return Err(KvError::CountMismatch { generation: self.generation, stored, expected: expected_users });
+            return Err(KvError::CountMismatch {
+                generation: self.generation,
+                stored,
+                expected: expected_users,
+            });
         }
         let info = GenerationInfo {
             generation: self.generation,
@@ -385,11 +439,19 @@ impl GenerationWriter for EmbeddedWriter {
             .map_err(|error| io_error(&self.partial, std::io::Error::other(error)))?;
         self.write(Durability::Immediate, move |transaction| {
             transaction.open_table(LISTS)?;
-            transaction.open_table(META)?.insert(META_INFO, info_json.as_slice())?;
+            transaction
+                .open_table(META)?
+                .insert(META_INFO, info_json.as_slice())?;
             Ok(())
         })
         .await?;
-        let EmbeddedWriter { partial, sealed, dir, database, .. } = *self;
+        let EmbeddedWriter {
+            partial,
+            sealed,
+            dir,
+            database,
+            ..
+        } = *self;
         drop(database);
         fs::rename(&partial, &sealed).map_err(|source| io_error(&sealed, source))?;
         sync_dir(&dir)?;
@@ -400,19 +462,29 @@ impl GenerationWriter for EmbeddedWriter {
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), KvError> {
-    File::open(dir).and_then(|handle| handle.sync_all()).map_err(|source| io_error(dir, source))
+    File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(|source| io_error(dir, source))
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> KvError {
-    KvError::Io { path: path.display().to_string(), source }
+    KvError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn embedded_error(path: &Path, source: redb::Error) -> KvError {
-    KvError::Embedded { path: path.display().to_string(), source: Box::new(source) }
+    KvError::Embedded {
+        path: path.display().to_string(),
+        source: Box::new(source),
+    }
 }
 
 #[cfg(test)]
@@ -434,7 +506,11 @@ mod tests {
         let server = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(server.user_list("u1").await.unwrap(), None);
         let generation = conformance::publish(&publisher, "run-a", &[("u1", &["a1"])]).await;
-        assert_eq!(server.user_list("u1").await.unwrap(), None, "no refresh yet");
+        assert_eq!(
+            server.user_list("u1").await.unwrap(),
+            None,
+            "no refresh yet"
+        );
         assert!(server.refresh().await.unwrap());
         let list = server.user_list("u1").await.unwrap().unwrap();
         assert_eq!(list.generation, generation);
@@ -448,7 +524,13 @@ mod tests {
         let first = conformance::publish(&store, "run-a", &[("u1", &["a1"])]).await;
         {
             let mut writer = store.create_generation("run-b").await.unwrap();
-            writer.put_users(vec![UserList { user_id: "u1".into(), items: vec![] }]).await.unwrap();
+            writer
+                .put_users(vec![UserList {
+                    user_id: "u1".into(),
+                    items: vec![],
+                }])
+                .await
+                .unwrap();
             // Dropped without finish: the process "died" here.
         }
         let reopened = EmbeddedStore::open(dir.path()).unwrap();
@@ -456,7 +538,11 @@ mod tests {
         assert_eq!(reopened.generations().await.unwrap().len(), 1);
         let second = conformance::publish(&reopened, "run-b", &[("u1", &["b1"])]).await;
         assert!(second > first);
-        assert_eq!(reopened.prune(5).await.unwrap().len(), 1, "the partial file is cleaned up");
+        assert_eq!(
+            reopened.prune(5).await.unwrap().len(),
+            1,
+            "the partial file is cleaned up"
+        );
     }
 
     #[tokio::test]

@@ -67,15 +67,29 @@ pub struct StoredList {
 #[non_exhaustive]
 pub enum KvError {
     #[error("store i/o error at {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("embedded store error in {path}: {source}")]
-    Embedded { path: String, source: Box<redb::Error> },
+    Embedded {
+        path: String,
+        source: Box<redb::Error>,
+    },
     #[error("corrupt value for {key:?} in generation {generation}: {source}")]
-    Corrupt { generation: Generation, key: String, source: CodecError },
+    Corrupt {
+        generation: Generation,
+        key: String,
+        source: CodecError,
+    },
     #[error("generation {0} does not exist or is not sealed")]
     NoSuchGeneration(Generation),
     #[error("generation {generation} holds {stored} users, expected {expected}; not sealed")]
-    CountMismatch { generation: Generation, stored: u64, expected: u64 },
+    CountMismatch {
+        generation: Generation,
+        stored: u64,
+        expected: u64,
+    },
     #[error("another publish holds the store lock at {path}; wait for it or remove a stale lock")]
     Locked { path: String },
     #[error("no earlier generation to roll back to (current is {current:?})")]

@@ -7,28 +7,53 @@ pub enum LakeError {
     #[error("unsupported lake uri {uri:?}: use file:///path, a plain path or memory://")]
     UnsupportedUri { uri: String },
     #[error("cannot create lake folder {path}: {source}")]
-    CreateRoot { path: String, source: std::io::Error },
+    CreateRoot {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("object store error at {path}: {source}")]
-    Store { path: String, source: object_store::Error },
+    Store {
+        path: String,
+        source: object_store::Error,
+    },
     #[error("cannot encode {path} as parquet: {source}")]
-    Encode { path: String, source: parquet::errors::ParquetError },
+    Encode {
+        path: String,
+        source: parquet::errors::ParquetError,
+    },
     #[error("cannot read {path}: {reason}")]
     BadObject { path: String, reason: String },
     #[error("invalid {what} {value:?}: {reason}")]
-    InvalidName { what: &'static str, value: String, reason: &'static str },
+    InvalidName {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
 }
 
 impl LakeError {
     pub(crate) fn store(path: impl ToString, source: object_store::Error) -> Self {
-        LakeError::Store { path: path.to_string(), source }
+        LakeError::Store {
+            path: path.to_string(),
+            source,
+        }
     }
 
     pub(crate) fn bad_object(path: impl ToString, reason: impl ToString) -> Self {
-        LakeError::BadObject { path: path.to_string(), reason: reason.to_string() }
+        LakeError::BadObject {
+            path: path.to_string(),
+            reason: reason.to_string(),
+        }
     }
 
     /// True when the error says the object does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, LakeError::Store { source: object_store::Error::NotFound { .. }, .. })
+        matches!(
+            self,
+            LakeError::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+        )
     }
 }

@@ -37,7 +37,10 @@ pub struct TimeWindow {
 impl TimeWindow {
     /// Whole UTC days `[first, end)`.
     pub fn days(first: NaiveDate, end: NaiveDate) -> TimeWindow {
-        TimeWindow { start_ms: layout::day_start_ms(first), end_ms: layout::day_start_ms(end) }
+        TimeWindow {
+            start_ms: layout::day_start_ms(first),
+            end_ms: layout::day_start_ms(end),
+        }
     }
 
     /// The UTC day of the window's first millisecond.
@@ -73,9 +76,14 @@ impl EventColumns {
     fn names(self) -> Option<&'static [&'static str]> {
         match self {
             EventColumns::All => None,
-            EventColumns::Training => {
-                Some(&["event_id", "user_id", "article_id", "ts", "type", "session_id"])
-            }
+            EventColumns::Training => Some(&[
+                "event_id",
+                "user_id",
+                "article_id",
+                "ts",
+                "type",
+                "session_id",
+            ]),
         }
     }
 }
@@ -103,7 +111,10 @@ impl Lake {
         layout::validate_name("writer name", writer)?;
         let mut by_partition: BTreeMap<Partition, Vec<ClickEvent>> = BTreeMap::new();
         for event in events {
-            by_partition.entry(Partition::of_ts(event.ts_ms)).or_default().push(event.clone());
+            by_partition
+                .entry(Partition::of_ts(event.ts_ms))
+                .or_default()
+                .push(event.clone());
         }
         let mut written = Vec::with_capacity(by_partition.len());
         for (partition, mut group) in by_partition {
@@ -117,13 +128,20 @@ impl Lake {
             };
             let bytes = encoded.1.len();
             self.put_object(&path, encoded.1).await?;
-            written.push(WrittenObject { path, events: encoded.0, bytes });
+            written.push(WrittenObject {
+                path,
+                events: encoded.0,
+                bytes,
+            });
         }
         Ok(written)
     }
 
     /// Lists the event objects whose hour partition overlaps `window`, sorted by path.
-    pub async fn list_event_objects(&self, window: TimeWindow) -> Result<Vec<ObjectMeta>, LakeError> {
+    pub async fn list_event_objects(
+        &self,
+        window: TimeWindow,
+    ) -> Result<Vec<ObjectMeta>, LakeError> {
         let mut objects = Vec::new();
         for day in window.touched_days() {
             let prefix = layout::day_prefix(day);
@@ -183,8 +201,15 @@ impl Lake {
 
     /// Fetches the whole object at `path`.
     pub async fn get_object(&self, path: &Path) -> Result<Bytes, LakeError> {
-        let result = self.store().get(path).await.map_err(|source| LakeError::store(path, source))?;
-        result.bytes().await.map_err(|source| LakeError::store(path, source))
+        let result = self
+            .store()
+            .get(path)
+            .await
+            .map_err(|source| LakeError::store(path, source))?;
+        result
+            .bytes()
+            .await
+            .map_err(|source| LakeError::store(path, source))
     }
 }
 
@@ -198,7 +223,10 @@ pub(crate) fn writer_properties() -> WriterProperties {
 
 /// Encodes batches (all of one schema) as one Parquet file.
 pub(crate) fn encode_batches(path: &Path, batches: &[RecordBatch]) -> Result<Vec<u8>, LakeError> {
-    let encode_error = |source| LakeError::Encode { path: path.to_string(), source };
+    let encode_error = |source| LakeError::Encode {
+        path: path.to_string(),
+        source,
+    };
     let Some(first) = batches.first() else {
         return Err(LakeError::bad_object(path, "nothing to write"));
     };
@@ -240,7 +268,9 @@ pub(crate) fn decode_batches(
             builder.with_projection(mask)
         }
     };
-    let reader = builder.build().map_err(|error| LakeError::bad_object(path, error))?;
+    let reader = builder
+        .build()
+        .map_err(|error| LakeError::bad_object(path, error))?;
     reader
         .map(|batch| batch.map_err(|error| LakeError::bad_object(path, error)))
         .collect()
@@ -258,8 +288,13 @@ fn decode_events(
         let ts = batch
             .column_by_name("ts")
             .and_then(|column| column.as_any().downcast_ref::<TimestampMillisecondArray>())
-            .ok_or_else(|| LakeError::bad_object(path, "column \"ts\" is missing or not a timestamp"))?;
-        let inside: BooleanArray = ts.iter().map(|ts| Some(ts.is_some_and(|ts| window.contains(ts)))).collect();
+            .ok_or_else(|| {
+                LakeError::bad_object(path, "column \"ts\" is missing or not a timestamp")
+            })?;
+        let inside: BooleanArray = ts
+            .iter()
+            .map(|ts| Some(ts.is_some_and(|ts| window.contains(ts))))
+            .collect();
         if inside.true_count() == batch.num_rows() {
             kept.push(batch);
         } else if inside.true_count() > 0 {
@@ -286,20 +321,40 @@ mod tests {
         let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
         let hour = 3_600_000;
         let base = 1_506_816_000_000; // 2017-10-01T00:00:00Z
-        let events = vec![click("late", base + 30 * hour), click("a", base), click("b", base + hour + 5)];
+        let events = vec![
+            click("late", base + 30 * hour),
+            click("a", base),
+            click("b", base + hour + 5),
+        ];
         let written = lake.write_events("w1", 1, &events).await.unwrap();
         assert_eq!(written.len(), 3);
-        assert!(dir.path().join("events/dt=2017-10-02/hour=06/w1-00000000000000000001.parquet").is_file());
+        assert!(
+            dir.path()
+                .join("events/dt=2017-10-02/hour=06/w1-00000000000000000001.parquet")
+                .is_file()
+        );
 
-        let window = TimeWindow { start_ms: base, end_ms: base + 24 * hour };
+        let window = TimeWindow {
+            start_ms: base,
+            end_ms: base + 24 * hour,
+        };
         let batches = lake.read_events(window, EventColumns::All).await.unwrap();
-        let read: Vec<String> =
-            batches.iter().flat_map(|b| events_from_batch(b).unwrap()).map(|e| e.user_id).collect();
+        let read: Vec<String> = batches
+            .iter()
+            .flat_map(|b| events_from_batch(b).unwrap())
+            .map(|e| e.user_id)
+            .collect();
         assert_eq!(read, ["a", "b"]);
 
         // A window cutting an hour in the middle filters rows exactly.
-        let narrow = TimeWindow { start_ms: base + hour + 1, end_ms: base + 2 * hour };
-        let batches = lake.read_events(narrow, EventColumns::Training).await.unwrap();
+        let narrow = TimeWindow {
+            start_ms: base + hour + 1,
+            end_ms: base + 2 * hour,
+        };
+        let batches = lake
+            .read_events(narrow, EventColumns::Training)
+            .await
+            .unwrap();
         assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
         assert_eq!(batches[0].num_columns(), 6);
 
@@ -307,20 +362,37 @@ mod tests {
         lake.write_events("w1", 1, &events).await.unwrap();
         let again = lake.read_events(window, EventColumns::All).await.unwrap();
         assert_eq!(again.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
-        assert!(lake.has_events_on(NaiveDate::from_ymd_opt(2017, 10, 2).unwrap()).await.unwrap());
-        assert!(!lake.has_events_on(NaiveDate::from_ymd_opt(2017, 10, 3).unwrap()).await.unwrap());
+        assert!(
+            lake.has_events_on(NaiveDate::from_ymd_opt(2017, 10, 2).unwrap())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !lake
+                .has_events_on(NaiveDate::from_ymd_opt(2017, 10, 3).unwrap())
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
     async fn a_corrupt_object_is_named_in_the_error() {
         let lake = Lake::open("memory://").unwrap();
         let path = Path::from("events/dt=2017-10-01/hour=00/x-00000000000000000001.parquet");
-        lake.put_object(&path, Bytes::from_static(b"not parquet")).await.unwrap();
+        lake.put_object(&path, Bytes::from_static(b"not parquet"))
+            .await
+            .unwrap();
         let window = TimeWindow::days(
             NaiveDate::from_ymd_opt(2017, 10, 1).unwrap(),
             NaiveDate::from_ymd_opt(2017, 10, 2).unwrap(),
         );
-        let error = lake.read_events(window, EventColumns::All).await.unwrap_err();
-        assert!(error.to_string().contains("x-00000000000000000001.parquet"), "{error}");
+        let error = lake
+            .read_events(window, EventColumns::All)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("x-00000000000000000001.parquet"),
+            "{error}"
+        );
     }
 }

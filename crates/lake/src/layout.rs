@@ -29,7 +29,10 @@ impl Partition {
     /// The partition holding event time `ts_ms`.
     pub fn of_ts(ts_ms: i64) -> Partition {
         let time = DateTime::<Utc>::from_timestamp_millis(ts_ms).unwrap_or_default();
-        Partition { date: time.date_naive(), hour: time.hour() }
+        Partition {
+            date: time.date_naive(),
+            hour: time.hour(),
+        }
     }
 
     /// First millisecond of the partition.
@@ -39,7 +42,10 @@ impl Partition {
 
     /// `events/dt=YYYY-MM-DD/hour=HH`
     pub fn prefix(&self) -> Path {
-        Path::from(format!("{EVENTS_PREFIX}/dt={}/hour={:02}", self.date, self.hour))
+        Path::from(format!(
+            "{EVENTS_PREFIX}/dt={}/hour={:02}",
+            self.date, self.hour
+        ))
     }
 }
 
@@ -50,7 +56,9 @@ pub fn day_prefix(date: NaiveDate) -> Path {
 
 /// First millisecond of a UTC day.
 pub fn day_start_ms(date: NaiveDate) -> i64 {
-    date.and_hms_opt(0, 0, 0).map(|time| time.and_utc().timestamp_millis()).unwrap_or_default()
+    date.and_hms_opt(0, 0, 0)
+        .map(|time| time.and_utc().timestamp_millis())
+        .unwrap_or_default()
 }
 
 /// The object holding batch `seq` of `writer` in `partition`.
@@ -67,8 +75,18 @@ pub fn parse_event_object_path(path: &Path) -> Option<Partition> {
     if parts.next()?.as_ref() != EVENTS_PREFIX {
         return None;
     }
-    let date = parts.next()?.as_ref().strip_prefix("dt=")?.parse::<NaiveDate>().ok()?;
-    let hour = parts.next()?.as_ref().strip_prefix("hour=")?.parse::<u32>().ok()?;
+    let date = parts
+        .next()?
+        .as_ref()
+        .strip_prefix("dt=")?
+        .parse::<NaiveDate>()
+        .ok()?;
+    let hour = parts
+        .next()?
+        .as_ref()
+        .strip_prefix("hour=")?
+        .parse::<u32>()
+        .ok()?;
     let file = parts.next()?;
     if hour > 23 || !file.as_ref().ends_with(".parquet") || parts.next().is_some() {
         return None;
@@ -85,14 +103,21 @@ pub fn run_object_path(run_id: &str, name: &str) -> Path {
 ///
 /// These names become path segments, so anything else is refused rather than escaped.
 pub fn validate_name(what: &'static str, value: &str) -> Result<(), LakeError> {
-    let invalid = |reason| LakeError::InvalidName { what, value: value.to_owned(), reason };
+    let invalid = |reason| LakeError::InvalidName {
+        what,
+        value: value.to_owned(),
+        reason,
+    };
     if value.is_empty() || value.len() > 64 {
         return Err(invalid("must be 1 to 64 characters"));
     }
     if value.starts_with('.') {
         return Err(invalid("must not start with '.'"));
     }
-    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         return Err(invalid("may hold only letters, digits, '.', '_' and '-'"));
     }
     Ok(())
@@ -113,8 +138,14 @@ mod tests {
         );
         assert_eq!(parse_event_object_path(&path), Some(partition));
         assert_eq!(partition.start_ms(), 1_506_834_000_000);
-        assert_eq!(parse_event_object_path(&Path::from("events/dt=x/hour=05/a.parquet")), None);
-        assert_eq!(parse_event_object_path(&Path::from("runs/r/manifest.json")), None);
+        assert_eq!(
+            parse_event_object_path(&Path::from("events/dt=x/hour=05/a.parquet")),
+            None
+        );
+        assert_eq!(
+            parse_event_object_path(&Path::from("runs/r/manifest.json")),
+            None
+        );
     }
 
     #[test]

@@ -43,20 +43,31 @@ impl Lake {
                 source,
             })?;
             let local = LocalFileSystem::new_with_prefix(&path)
-                .map_err(|source| LakeError::Store { path: uri.to_owned(), source })?
+                .map_err(|source| LakeError::Store {
+                    path: uri.to_owned(),
+                    source,
+                })?
                 .with_fsync(true)
                 // Leaves no half-written temp files behind when a put fails midway.
                 .with_automatic_cleanup(true);
             Arc::new(local)
         } else {
-            return Err(LakeError::UnsupportedUri { uri: uri.to_owned() });
+            return Err(LakeError::UnsupportedUri {
+                uri: uri.to_owned(),
+            });
         };
-        Ok(Lake { store, uri: uri.to_owned() })
+        Ok(Lake {
+            store,
+            uri: uri.to_owned(),
+        })
     }
 
     /// Wraps an existing object store (for callers that build their own, e.g. with credentials).
     pub fn from_store(store: Arc<DynObjectStore>, uri: impl Into<String>) -> Lake {
-        Lake { store, uri: uri.into() }
+        Lake {
+            store,
+            uri: uri.into(),
+        }
     }
 
     /// The URI the lake was opened with.

@@ -73,9 +73,15 @@ pub fn recs_to_batch(users: &[UserRecs]) -> Result<RecordBatch, ArrowError> {
 /// Encodes the fallback list as one batch of `fallback_schema`.
 pub fn fallback_to_batch(items: &[RankedArticle]) -> Result<RecordBatch, ArrowError> {
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int32Array::from_iter_values((1..=items.len()).map(|r| r as i32))),
-        Arc::new(StringArray::from_iter_values(items.iter().map(|i| i.article_id.as_str()))),
-        Arc::new(Float32Array::from_iter_values(items.iter().map(|i| i.score))),
+        Arc::new(Int32Array::from_iter_values(
+            (1..=items.len()).map(|r| r as i32),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            items.iter().map(|i| i.article_id.as_str()),
+        )),
+        Arc::new(Float32Array::from_iter_values(
+            items.iter().map(|i| i.score),
+        )),
     ];
     RecordBatch::try_new(fallback_schema(), columns)
 }
@@ -88,10 +94,16 @@ pub fn recs_from_batches(batches: &[RecordBatch]) -> Result<Vec<UserRecs>, Arrow
         let article_id = column::<StringArray>(batch, "article_id")?;
         let score = column::<Float32Array>(batch, "score")?;
         for row in 0..batch.num_rows() {
-            let item = RankedArticle { article_id: article_id.value(row).to_owned(), score: score.value(row) };
+            let item = RankedArticle {
+                article_id: article_id.value(row).to_owned(),
+                score: score.value(row),
+            };
             match users.last_mut() {
                 Some(last) if last.user_id == user_id.value(row) => last.items.push(item),
-                _ => users.push(UserRecs { user_id: user_id.value(row).to_owned(), items: vec![item] }),
+                _ => users.push(UserRecs {
+                    user_id: user_id.value(row).to_owned(),
+                    items: vec![item],
+                }),
             }
         }
     }
@@ -105,7 +117,10 @@ pub fn fallback_from_batches(batches: &[RecordBatch]) -> Result<Vec<RankedArticl
         let article_id = column::<StringArray>(batch, "article_id")?;
         let score = column::<Float32Array>(batch, "score")?;
         for row in 0..batch.num_rows() {
-            items.push(RankedArticle { article_id: article_id.value(row).to_owned(), score: score.value(row) });
+            items.push(RankedArticle {
+                article_id: article_id.value(row).to_owned(),
+                score: score.value(row),
+            });
         }
     }
     Ok(items)
@@ -115,7 +130,11 @@ fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<
     batch
         .column_by_name(name)
         .and_then(|array| array.as_any().downcast_ref::<T>())
-        .ok_or_else(|| ArrowError::SchemaError(format!("column \"{name}\" is missing or has the wrong type")))
+        .ok_or_else(|| {
+            ArrowError::SchemaError(format!(
+                "column \"{name}\" is missing or has the wrong type"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -124,15 +143,27 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let item = |id: &str, score| RankedArticle { article_id: id.into(), score };
+        let item = |id: &str, score| RankedArticle {
+            article_id: id.into(),
+            score,
+        };
         let users = vec![
-            UserRecs { user_id: "u1".into(), items: vec![item("a", 2.0), item("b", 1.0)] },
-            UserRecs { user_id: "u2".into(), items: vec![item("c", 0.5)] },
+            UserRecs {
+                user_id: "u1".into(),
+                items: vec![item("a", 2.0), item("b", 1.0)],
+            },
+            UserRecs {
+                user_id: "u2".into(),
+                items: vec![item("c", 0.5)],
+            },
         ];
         let batch = recs_to_batch(&users).unwrap();
         assert_eq!(batch.num_rows(), 3);
         assert_eq!(recs_from_batches(&[batch]).unwrap(), users);
         let fallback = vec![item("x", 3.0)];
-        assert_eq!(fallback_from_batches(&[fallback_to_batch(&fallback).unwrap()]).unwrap(), fallback);
+        assert_eq!(
+            fallback_from_batches(&[fallback_to_batch(&fallback).unwrap()]).unwrap(),
+            fallback
+        );
     }
 }

@@ -36,7 +36,11 @@ impl Lake {
     }
 
     /// Reads the Parquet object `runs/<run_id>/<name>`.
-    pub async fn read_run_table(&self, run_id: &str, name: &str) -> Result<Vec<RecordBatch>, LakeError> {
+    pub async fn read_run_table(
+        &self,
+        run_id: &str,
+        name: &str,
+    ) -> Result<Vec<RecordBatch>, LakeError> {
         layout::validate_name("run id", run_id)?;
         let path = layout::run_object_path(run_id, name);
         let bytes = self.get_object(&path).await?;
@@ -46,7 +50,11 @@ impl Lake {
     }
 
     /// Writes `runs/<run_id>/manifest.json`; call it after every other output of the run.
-    pub async fn write_manifest<T: Serialize>(&self, run_id: &str, manifest: &T) -> Result<Path, LakeError> {
+    pub async fn write_manifest<T: Serialize>(
+        &self,
+        run_id: &str,
+        manifest: &T,
+    ) -> Result<Path, LakeError> {
         layout::validate_name("run id", run_id)?;
         let path = layout::run_object_path(run_id, MANIFEST_FILE);
         let json = serde_json::to_vec_pretty(manifest)
@@ -97,16 +105,32 @@ mod tests {
         let lake = Lake::open("memory://").unwrap();
         let column: ArrayRef = Arc::new(Int32Array::from(vec![1, 2, 3]));
         let batch = RecordBatch::try_from_iter([("x", column)]).unwrap();
-        lake.write_run_table("r2", "recs.parquet", vec![batch.clone()]).await.unwrap();
+        lake.write_run_table("r2", "recs.parquet", vec![batch.clone()])
+            .await
+            .unwrap();
         assert!(lake.list_runs().await.unwrap().is_empty());
-        lake.write_manifest("r2", &serde_json::json!({"k": 1})).await.unwrap();
-        lake.write_manifest("r1", &serde_json::json!({"k": 0})).await.unwrap();
+        lake.write_manifest("r2", &serde_json::json!({"k": 1}))
+            .await
+            .unwrap();
+        lake.write_manifest("r1", &serde_json::json!({"k": 0}))
+            .await
+            .unwrap();
         assert_eq!(lake.list_runs().await.unwrap(), ["r1", "r2"]);
         let manifest: serde_json::Value = lake.read_manifest("r2").await.unwrap();
         assert_eq!(manifest["k"], 1);
-        assert_eq!(lake.read_run_table("r2", "recs.parquet").await.unwrap(), vec![batch]);
-        let missing = lake.read_manifest::<serde_json::Value>("nope").await.unwrap_err();
+        assert_eq!(
+            lake.read_run_table("r2", "recs.parquet").await.unwrap(),
+            vec![batch]
+        );
+        let missing = lake
+            .read_manifest::<serde_json::Value>("nope")
+            .await
+            .unwrap_err();
         assert!(missing.is_not_found(), "{missing}");
-        assert!(lake.read_manifest::<serde_json::Value>("../x").await.is_err());
+        assert!(
+            lake.read_manifest::<serde_json::Value>("../x")
+                .await
+                .is_err()
+        );
     }
 }

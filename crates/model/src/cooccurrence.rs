@@ -56,12 +56,18 @@ impl CooccurrenceParams {
     fn validate(&self) -> Result<(), ModelError> {
         let invalid = |name, reason: String| Err(ModelError::InvalidParameter { name, reason });
         if !(0.0..=1.0).contains(&self.popularity_weight) {
-            return invalid("popularity_weight", format!("must be in 0..=1, got {}", self.popularity_weight));
+            return invalid(
+                "popularity_weight",
+                format!("must be in 0..=1, got {}", self.popularity_weight),
+            );
         }
         if !(self.affinity_half_life_hours >= 0.0 && self.affinity_half_life_hours.is_finite()) {
             return invalid(
                 "affinity_half_life_hours",
-                format!("must be a finite number >= 0, got {}", self.affinity_half_life_hours),
+                format!(
+                    "must be a finite number >= 0, got {}",
+                    self.affinity_half_life_hours
+                ),
             );
         }
         if self.neighbours == 0 {
@@ -99,7 +105,8 @@ impl CooccurrenceModel {
             .map_init(
                 || (vec![0u32; n_items], Vec::<u32>::new()),
                 |(counts, touched), item| {
-                    let users = &item_users[item_offsets[item as usize]..item_offsets[item as usize + 1]];
+                    let users =
+                        &item_users[item_offsets[item as usize]..item_offsets[item as usize + 1]];
                     for &user in users {
                         for &other in dataset.user_items(user) {
                             if other == item {
@@ -125,7 +132,10 @@ impl CooccurrenceModel {
                             Similarity::Jaccard => together / (own + theirs - together),
                             Similarity::Lift => together / (own * theirs),
                         };
-                        candidates.push(ScoredItem { item: other, score: similarity as f32 });
+                        candidates.push(ScoredItem {
+                            item: other,
+                            score: similarity as f32,
+                        });
                     }
                     touched.clear();
                     top_k(candidates, params.neighbours)
@@ -139,7 +149,13 @@ impl CooccurrenceModel {
             neighbours.extend(list);
             neighbour_offsets.push(neighbours.len());
         }
-        Ok(CooccurrenceModel { params, neighbour_offsets, neighbours, dataset, popularity })
+        Ok(CooccurrenceModel {
+            params,
+            neighbour_offsets,
+            neighbours,
+            dataset,
+            popularity,
+        })
     }
 
     /// The item's most similar items, best first.
@@ -183,21 +199,40 @@ impl Recommender for CooccurrenceModel {
         let max_popular = self.popularity.max_score();
         let weight = self.params.popularity_weight;
         let blend = |item: u32, personal_score: f32| {
-            let personal_part = if max_personal > 0.0 { personal_score / max_personal } else { 0.0 };
-            let popular_part =
-                if max_popular > 0.0 { self.popularity.score(item) / max_popular } else { 0.0 };
+            let personal_part = if max_personal > 0.0 {
+                personal_score / max_personal
+            } else {
+                0.0
+            };
+            let popular_part = if max_popular > 0.0 {
+                self.popularity.score(item) / max_popular
+            } else {
+                0.0
+            };
             (1.0 - weight) * personal_part + weight * popular_part
         };
         let mut candidates: Vec<ScoredItem> = personal
             .iter()
-            .map(|(&item, &score)| ScoredItem { item, score: blend(item, score) })
+            .map(|(&item, &score)| ScoredItem {
+                item,
+                score: blend(item, score),
+            })
             .collect();
-        for popular in self.popularity.ranked().iter().take(self.params.popular_candidates.max(k)) {
+        for popular in self
+            .popularity
+            .ranked()
+            .iter()
+            .take(self.params.popular_candidates.max(k))
+        {
             if !personal.contains_key(&popular.item) {
-                candidates.push(ScoredItem { item: popular.item, score: blend(popular.item, 0.0) });
+                candidates.push(ScoredItem {
+                    item: popular.item,
+                    score: blend(popular.item, 0.0),
+                });
             }
         }
-        candidates.retain(|scored| exclude.binary_search(&scored.item).is_err() && scored.score > 0.0);
+        candidates
+            .retain(|scored| exclude.binary_search(&scored.item).is_err() && scored.score > 0.0);
         top_k(candidates, k)
     }
 }
@@ -208,10 +243,22 @@ mod tests {
     use crate::{Interaction, PopularityParams};
     use proptest::prelude::*;
 
-    fn fit(clicks: &[Interaction], n_users: usize, n_items: usize, params: CooccurrenceParams) -> CooccurrenceModel {
+    fn fit(
+        clicks: &[Interaction],
+        n_users: usize,
+        n_items: usize,
+        params: CooccurrenceParams,
+    ) -> CooccurrenceModel {
         let anchor = clicks.iter().map(|c| c.ts_ms).max().unwrap_or(0) + 1;
-        let dataset = Dataset::build(n_users, n_items, clicks, anchor, params.affinity_half_life_hours * 3.6e6);
-        let popularity = PopularityModel::fit(n_items, clicks, anchor, &PopularityParams::default()).unwrap();
+        let dataset = Dataset::build(
+            n_users,
+            n_items,
+            clicks,
+            anchor,
+            params.affinity_half_life_hours * 3.6e6,
+        );
+        let popularity =
+            PopularityModel::fit(n_items, clicks, anchor, &PopularityParams::default()).unwrap();
         CooccurrenceModel::fit(dataset, popularity, params).unwrap()
     }
 
@@ -221,14 +268,33 @@ mod tests {
         // even though item 2 (read by 6..9 only) is more popular.
         let mut clicks = Vec::new();
         for user in 0..4 {
-            clicks.push(Interaction { user, item: 0, ts_ms: 1000 });
-            clicks.push(Interaction { user, item: 1, ts_ms: 1000 });
+            clicks.push(Interaction {
+                user,
+                item: 0,
+                ts_ms: 1000,
+            });
+            clicks.push(Interaction {
+                user,
+                item: 1,
+                ts_ms: 1000,
+            });
         }
-        clicks.push(Interaction { user: 5, item: 0, ts_ms: 1000 });
+        clicks.push(Interaction {
+            user: 5,
+            item: 0,
+            ts_ms: 1000,
+        });
         for user in 6..12 {
-            clicks.push(Interaction { user, item: 2, ts_ms: 1000 });
+            clicks.push(Interaction {
+                user,
+                item: 2,
+                ts_ms: 1000,
+            });
         }
-        let params = CooccurrenceParams { popularity_weight: 0.2, ..CooccurrenceParams::default() };
+        let params = CooccurrenceParams {
+            popularity_weight: 0.2,
+            ..CooccurrenceParams::default()
+        };
         let model = fit(&clicks, 12, 3, params);
         let picked: Vec<u32> = model.recommend(5, 2, &[0]).iter().map(|s| s.item).collect();
         assert_eq!(picked, [1, 2]);

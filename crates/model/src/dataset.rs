@@ -119,7 +119,10 @@ impl Dataset {
 
     /// Number of distinct users who clicked `item`.
     pub fn item_user_count(&self, item: u32) -> u32 {
-        self.item_user_count.get(item as usize).copied().unwrap_or(0)
+        self.item_user_count
+            .get(item as usize)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Item → users lists (CSR), for models that walk the matrix by column.
@@ -153,10 +156,26 @@ mod tests {
     fn repeated_clicks_sum_and_rows_are_sorted() {
         let day = 86_400_000;
         let clicks = [
-            Interaction { user: 1, item: 5, ts_ms: 0 },
-            Interaction { user: 1, item: 2, ts_ms: day },
-            Interaction { user: 1, item: 5, ts_ms: day },
-            Interaction { user: 0, item: 5, ts_ms: day },
+            Interaction {
+                user: 1,
+                item: 5,
+                ts_ms: 0,
+            },
+            Interaction {
+                user: 1,
+                item: 2,
+                ts_ms: day,
+            },
+            Interaction {
+                user: 1,
+                item: 5,
+                ts_ms: day,
+            },
+            Interaction {
+                user: 0,
+                item: 5,
+                ts_ms: day,
+            },
         ];
         let data = Dataset::build(3, 6, &clicks, day, day as f64);
         assert_eq!(data.user_items(1), &[2, 5]);

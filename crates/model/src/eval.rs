@@ -106,23 +106,37 @@ pub fn evaluate_p1(model: &dyn Recommender, train: &Dataset, test: &TestSet) -> 
                     dcg += 1.0 / ((rank + 2) as f64).log2();
                 }
             }
-            let ideal: f64 = (0..truth.len().min(P1_K)).map(|rank| 1.0 / ((rank + 2) as f64).log2()).sum();
+            let ideal: f64 = (0..truth.len().min(P1_K))
+                .map(|rank| 1.0 / ((rank + 2) as f64).log2())
+                .sum();
             UserOutcome {
                 hit: hits > 0,
                 recall: hits as f64 / truth.len() as f64,
                 ndcg: dcg / ideal,
                 truth_pairs: truth.len(),
-                truth_in_train: truth.iter().filter(|item| train.item_user_count(**item) > 0).count(),
+                truth_in_train: truth
+                    .iter()
+                    .filter(|item| train.item_user_count(**item) > 0)
+                    .count(),
                 recommended: list.iter().map(|scored| scored.item).collect(),
             }
         })
         .collect();
     let users = outcomes.len();
     let mean = |value: fn(&UserOutcome) -> f64| {
-        if users == 0 { 0.0 } else { outcomes.iter().map(value).sum::<f64>() / users as f64 }
+        if users == 0 {
+            0.0
+        } else {
+            outcomes.iter().map(value).sum::<f64>() / users as f64
+        }
     };
-    let recommended: BTreeSet<u32> = outcomes.iter().flat_map(|o| o.recommended.iter().copied()).collect();
-    let train_items = (0..train.n_items() as u32).filter(|item| train.item_user_count(*item) > 0).count();
+    let recommended: BTreeSet<u32> = outcomes
+        .iter()
+        .flat_map(|o| o.recommended.iter().copied())
+        .collect();
+    let train_items = (0..train.n_items() as u32)
+        .filter(|item| train.item_user_count(*item) > 0)
+        .count();
     let truth_pairs: usize = outcomes.iter().map(|o| o.truth_pairs).sum();
     let truth_in_train: usize = outcomes.iter().map(|o| o.truth_in_train).sum();
     EvalMetrics {
@@ -130,8 +144,16 @@ pub fn evaluate_p1(model: &dyn Recommender, train: &Dataset, test: &TestSet) -> 
         recall: mean(|o| o.recall),
         ndcg: mean(|o| o.ndcg),
         users,
-        coverage: if train_items == 0 { 0.0 } else { recommended.len() as f64 / train_items as f64 },
-        truth_in_train: if truth_pairs == 0 { 0.0 } else { truth_in_train as f64 / truth_pairs as f64 },
+        coverage: if train_items == 0 {
+            0.0
+        } else {
+            recommended.len() as f64 / train_items as f64
+        },
+        truth_in_train: if truth_pairs == 0 {
+            0.0
+        } else {
+            truth_in_train as f64 / truth_pairs as f64
+        },
     }
 }
 
@@ -161,10 +183,26 @@ mod tests {
     fn p1_rules_and_metrics_by_hand() {
         // Items 0..3 in train; item 9 appears only on the test day.
         let train_clicks = [
-            Interaction { user: 0, item: 0, ts_ms: 0 },
-            Interaction { user: 1, item: 1, ts_ms: 0 },
-            Interaction { user: 2, item: 2, ts_ms: 0 },
-            Interaction { user: 3, item: 3, ts_ms: 0 },
+            Interaction {
+                user: 0,
+                item: 0,
+                ts_ms: 0,
+            },
+            Interaction {
+                user: 1,
+                item: 1,
+                ts_ms: 0,
+            },
+            Interaction {
+                user: 2,
+                item: 2,
+                ts_ms: 0,
+            },
+            Interaction {
+                user: 3,
+                item: 3,
+                ts_ms: 0,
+            },
         ];
         let train = Dataset::build(5, 10, &train_clicks, 1, 0.0);
         let test_clicks = [
@@ -184,7 +222,10 @@ mod tests {
         assert!((metrics.recall - (0.5 + 1.0) / 2.0).abs() < 1e-12);
         let user0 = 1.0 / (1.0 + 1.0 / 3f64.log2());
         let user2 = (1.0 / 4f64.log2()) / 1.0;
-        assert!((metrics.ndcg - (user0 + user2) / 2.0).abs() < 1e-12, "{metrics:?}");
+        assert!(
+            (metrics.ndcg - (user0 + user2) / 2.0).abs() < 1e-12,
+            "{metrics:?}"
+        );
         assert!((metrics.truth_in_train - 2.0 / 3.0).abs() < 1e-12);
         assert!((metrics.coverage - 1.0).abs() < 1e-12);
         let miss = evaluate_p1(&Fixed(vec![2]), &train, &test);

@@ -17,7 +17,9 @@ pub struct PopularityParams {
 
 impl Default for PopularityParams {
     fn default() -> Self {
-        PopularityParams { half_life_hours: 2.0 }
+        PopularityParams {
+            half_life_hours: 2.0,
+        }
     }
 }
 
@@ -39,7 +41,10 @@ impl PopularityModel {
         if !(params.half_life_hours >= 0.0 && params.half_life_hours.is_finite()) {
             return Err(ModelError::InvalidParameter {
                 name: "half_life_hours",
-                reason: format!("must be a finite number >= 0, got {}", params.half_life_hours),
+                reason: format!(
+                    "must be a finite number >= 0, got {}",
+                    params.half_life_hours
+                ),
             });
         }
         let half_life_ms = params.half_life_hours * 3_600_000.0;
@@ -52,7 +57,10 @@ impl PopularityModel {
             .iter()
             .enumerate()
             .filter(|(_, score)| **score > 0.0)
-            .map(|(item, score)| ScoredItem { item: item as u32, score: *score })
+            .map(|(item, score)| ScoredItem {
+                item: item as u32,
+                score: *score,
+            })
             .collect::<Vec<_>>();
         let count = candidates.len();
         let ranked = top_k(candidates, count);
@@ -101,19 +109,59 @@ mod tests {
         let mut clicks = Vec::new();
         // Item 0: three clicks two days ago; item 1: two clicks in the last hour.
         for user in 0..3 {
-            clicks.push(Interaction { user, item: 0, ts_ms: anchor - 48 * hour });
+            clicks.push(Interaction {
+                user,
+                item: 0,
+                ts_ms: anchor - 48 * hour,
+            });
         }
         for user in 0..2 {
-            clicks.push(Interaction { user, item: 1, ts_ms: anchor - hour / 2 });
+            clicks.push(Interaction {
+                user,
+                item: 1,
+                ts_ms: anchor - hour / 2,
+            });
         }
-        let decayed =
-            PopularityModel::fit(3, &clicks, anchor, &PopularityParams { half_life_hours: 2.0 }).unwrap();
-        let items: Vec<u32> = decayed.recommend(0, 10, &[]).iter().map(|s| s.item).collect();
+        let decayed = PopularityModel::fit(
+            3,
+            &clicks,
+            anchor,
+            &PopularityParams {
+                half_life_hours: 2.0,
+            },
+        )
+        .unwrap();
+        let items: Vec<u32> = decayed
+            .recommend(0, 10, &[])
+            .iter()
+            .map(|s| s.item)
+            .collect();
         assert_eq!(items, [1, 0]);
-        let counts =
-            PopularityModel::fit(3, &clicks, anchor, &PopularityParams { half_life_hours: 0.0 }).unwrap();
-        let items: Vec<u32> = counts.recommend(0, 10, &[0]).iter().map(|s| s.item).collect();
+        let counts = PopularityModel::fit(
+            3,
+            &clicks,
+            anchor,
+            &PopularityParams {
+                half_life_hours: 0.0,
+            },
+        )
+        .unwrap();
+        let items: Vec<u32> = counts
+            .recommend(0, 10, &[0])
+            .iter()
+            .map(|s| s.item)
+            .collect();
         assert_eq!(items, [1]);
-        assert!(PopularityModel::fit(3, &clicks, anchor, &PopularityParams { half_life_hours: -1.0 }).is_err());
+        assert!(
+            PopularityModel::fit(
+                3,
+                &clicks,
+                anchor,
+                &PopularityParams {
+                    half_life_hours: -1.0
+                }
+            )
+            .is_err()
+        );
     }
 }

@@ -26,7 +26,11 @@ pub enum PublishError {
     #[error("run {run_id:?}: {source}")]
     Lake { run_id: String, source: LakeError },
     #[error("run {run_id:?}: table {table} is unreadable: {reason}")]
-    BadTable { run_id: String, table: String, reason: String },
+    BadTable {
+        run_id: String,
+        table: String,
+        reason: String,
+    },
     #[error(transparent)]
     Store(#[from] KvError),
 }
@@ -67,10 +71,22 @@ pub struct PublishOptions {
 
 /// The newest complete run (by manifest creation time, then run id).
 pub async fn latest_run(lake: &Lake) -> Result<String, PublishError> {
-    let runs = lake.list_runs().await.map_err(|source| PublishError::Lake { run_id: "*".into(), source })?;
+    let runs = lake
+        .list_runs()
+        .await
+        .map_err(|source| PublishError::Lake {
+            run_id: "*".into(),
+            source,
+        })?;
     let mut newest: Option<(String, String)> = None;
     for run_id in runs {
-        let manifest: RunManifest = lake.read_manifest(&run_id).await.map_err(|source| PublishError::Lake { run_id: run_id.clone(), source })?;
+        let manifest: RunManifest =
+            lake.read_manifest(&run_id)
+                .await
+                .map_err(|source| PublishError::Lake {
+                    run_id: run_id.clone(),
+                    source,
+                })?;
         let key = (manifest.created_at, run_id);
         if newest.as_ref().is_none_or(|current| key > *current) {
             newest = Some(key);
@@ -88,9 +104,18 @@ pub async fn publish_run(
     progress: &(dyn Fn(PublishProgress) + Sync),
 ) -> Result<PublishReport, PublishError> {
     let started = Instant::now();
-    let lake_error = |source: LakeError| PublishError::Lake { run_id: run_id.to_owned(), source };
+    let lake_error = |source: LakeError| PublishError::Lake {
+        run_id: run_id.to_owned(),
+        source,
+    };
     let manifest: RunManifest = lake.read_manifest(run_id).await.map_err(|source| {
-        if source.is_not_found() { PublishError::RunNotFound { run_id: run_id.to_owned() } } else { lake_error(source) }
+        if source.is_not_found() {
+            PublishError::RunNotFound {
+                run_id: run_id.to_owned(),
+            }
+        } else {
+            lake_error(source)
+        }
     })?;
     let users_total = manifest.outputs.users;
     let mut writer = store.create_generation(run_id).await?;
@@ -98,7 +123,10 @@ pub async fn publish_run(
     tracing::info!(run_id, generation, users = users_total, "publishing");
     let mut users_done = 0u64;
     for part in &manifest.outputs.parts {
-        let batches = lake.read_run_table(run_id, part).await.map_err(lake_error)?;
+        let batches = lake
+            .read_run_table(run_id, part)
+            .await
+            .map_err(lake_error)?;
         let lists = recs_from_batches(&batches).map_err(|error| PublishError::BadTable {
             run_id: run_id.to_owned(),
             table: part.clone(),
@@ -109,25 +137,64 @@ pub async fn publish_run(
             let batch: Vec<UserList> = lists
                 .by_ref()
                 .take(options.batch_users.max(1))
-                .map(|user| UserList { user_id: user.user_id, items: user.items.into_iter().map(|it| RecItem { article_id: it.article_id, score: it.score }).collect() })
+                .map(|user| UserList {
+                    user_id: user.user_id,
+                    items: user
+                        .items
+                        .into_iter()
+                        .map(|it| RecItem {
+                            article_id: it.article_id,
+                            score: it.score,
+                        })
+                        .collect(),
+                })
                 .collect();
             users_done += batch.len() as u64;
             writer.put_users(batch).await?;
-            progress(PublishProgress { users_done, users_total });
+            progress(PublishProgress {
+                users_done,
+                users_total,
+            });
         }
     }
-    let fallback_batches = lake.read_run_table(run_id, &manifest.outputs.fallback).await.map_err(lake_error)?;
-    let fallback = fallback_from_batches(&fallback_batches).map_err(|error| PublishError::BadTable {
-        run_id: run_id.to_owned(),
-        table: manifest.outputs.fallback.clone(),
-        reason: error.to_string(),
-    })?;
-    writer.put_fallback(fallback.into_iter().map(|it| RecItem { article_id: it.article_id, score: it.score }).collect()).await?;
+    let fallback_batches = lake
+        .read_run_table(run_id, &manifest.outputs.fallback)
+        .await
+        .map_err(lake_error)?;
+    let fallback =
+        fallback_from_batches(&fallback_batches).map_err(|error| PublishError::BadTable {
+            run_id: run_id.to_owned(),
+            table: manifest.outputs.fallback.clone(),
+            reason: error.to_string(),
+        })?;
+    writer
+        .put_fallback(
+            fallback
+                .into_iter()
+                .map(|it| RecItem {
+                    article_id: it.article_id,
+                    score: it.score,
+                })
+                .collect(),
+        )
+        .await?;
     // Seals only if the store holds exactly the users the manifest promises.
     let info = writer.finish(users_total).await?;
     store.activate(info.generation).await?;
     let pruned = store.prune(options.keep_generations).await?;
-    let report = PublishReport { run_id: run_id.to_owned(), generation: info.generation, users: info.users, elapsed: started.elapsed(), pruned };
-    tracing::info!(run_id, generation, users = report.users, per_sec = report.users_per_sec() as u64, "published");
+    let report = PublishReport {
+        run_id: run_id.to_owned(),
+        generation: info.generation,
+        users: info.users,
+        elapsed: started.elapsed(),
+        pruned,
+    };
+    tracing::info!(
+        run_id,
+        generation,
+        users = report.users,
+        per_sec = report.users_per_sec() as u64,
+        "published"
+    );
     Ok(report)
 }

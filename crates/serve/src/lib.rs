@@ -6,7 +6,11 @@
 //! short after exclusions, get the generation's fallback (popularity) list, and every item says
 //! which it came from. A background refresher picks up generations published by other processes.
 
-use std::{collections::HashSet, sync::Arc, time::{Duration, Instant}};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json, Router,
@@ -37,7 +41,11 @@ pub struct ServeState {
 
 impl std::fmt::Debug for ServeState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServeState").field("store", &self.store).field("default_k", &self.default_k).field("max_k", &self.max_k).finish()
+        f.debug_struct("ServeState")
+            .field("store", &self.store)
+            .field("default_k", &self.default_k)
+            .field("max_k", &self.max_k)
+            .finish()
     }
 }
 
@@ -87,16 +95,22 @@ impl IntoResponse for ServeError {
             ServeError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
             ServeError::NothingPublished => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "no generation is published yet: run `newsrec train` then `newsrec publish`".to_owned(),
+                "no generation is published yet: run `newsrec train` then `newsrec publish`"
+                    .to_owned(),
             ),
             ServeError::Store(error) => {
                 tracing::error!(%error, "store read failed");
-                (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {error}"))
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("store unavailable: {error}"),
+                )
             }
         };
         let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -112,7 +126,10 @@ pub fn router(state: ServeState) -> Router {
 }
 
 /// Polls the store for a newly activated generation every `interval`, until the task is aborted.
-pub fn spawn_refresher(store: Arc<dyn RecStore>, interval: Duration) -> tokio::task::JoinHandle<()> {
+pub fn spawn_refresher(
+    store: Arc<dyn RecStore>,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -126,7 +143,9 @@ pub fn spawn_refresher(store: Arc<dyn RecStore>, interval: Duration) -> tokio::t
                     }
                 }
                 Ok(false) => {}
-                Err(error) => tracing::warn!(%error, "store refresh failed; still serving the previous generation"),
+                Err(error) => {
+                    tracing::warn!(%error, "store refresh failed; still serving the previous generation")
+                }
             }
         }
     })
@@ -150,32 +169,80 @@ async fn recommendations(
     validate_id("user id", &user_id)?;
     let k = query.k.unwrap_or(state.default_k);
     if k == 0 || k > state.max_k {
-        return Err(ServeError::BadRequest(format!("k must be 1..={}, got {k}", state.max_k)));
+        return Err(ServeError::BadRequest(format!(
+            "k must be 1..={}, got {k}",
+            state.max_k
+        )));
     }
-    let exclude: HashSet<&str> = query.exclude.as_deref().unwrap_or("").split(',').filter(|id| !id.is_empty()).collect();
+    let exclude: HashSet<&str> = query
+        .exclude
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|id| !id.is_empty())
+        .collect();
     if exclude.len() > MAX_EXCLUDE {
-        return Err(ServeError::BadRequest(format!("exclude holds {} ids, at most {MAX_EXCLUDE}", exclude.len())));
+        return Err(ServeError::BadRequest(format!(
+            "exclude holds {} ids, at most {MAX_EXCLUDE}",
+            exclude.len()
+        )));
     }
-    let personal = state.store.user_list(&user_id).await.map_err(ServeError::Store)?;
-    let source = if personal.is_some() { Source::Personalized } else { Source::Fallback };
+    let personal = state
+        .store
+        .user_list(&user_id)
+        .await
+        .map_err(ServeError::Store)?;
+    let source = if personal.is_some() {
+        Source::Personalized
+    } else {
+        Source::Fallback
+    };
     let mut seen: HashSet<String> = HashSet::new();
     let mut items = Vec::with_capacity(k);
     let mut generation = None;
     if let Some(list) = personal {
         generation = Some(list.generation);
-        take_into(&mut items, &mut seen, &exclude, list.items, Source::Personalized, k);
+        take_into(
+            &mut items,
+            &mut seen,
+            &exclude,
+            list.items,
+            Source::Personalized,
+            k,
+        );
     }
     if items.len() < k {
-        let fallback = state.store.fallback_list().await.map_err(ServeError::Store)?.ok_or(ServeError::NothingPublished)?;
+        let fallback = state
+            .store
+            .fallback_list()
+            .await
+            .map_err(ServeError::Store)?
+            .ok_or(ServeError::NothingPublished)?;
         generation.get_or_insert(fallback.generation);
-        take_into(&mut items, &mut seen, &exclude, fallback.items, Source::Fallback, k);
+        take_into(
+            &mut items,
+            &mut seen,
+            &exclude,
+            fallback.items,
+            Source::Fallback,
+            k,
+        );
     }
     let generation = generation.ok_or(ServeError::NothingPublished)?;
     metrics::counter!("newsrec_serve_requests_total", "source" => if source == Source::Personalized { "personalized" } else { "fallback" }).increment(1);
     metrics::histogram!("newsrec_serve_seconds").record(started.elapsed().as_secs_f64());
-    let mut response = Json(Recommendations { user_id, generation, source, items }).into_response();
+    let mut response = Json(Recommendations {
+        user_id,
+        generation,
+        source,
+        items,
+    })
+    .into_response();
     // Lists change at most once per publish; a short private cache spares repeated page views.
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=30"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=30"),
+    );
     Ok(response)
 }
 
@@ -191,10 +258,16 @@ fn take_into(
         if items.len() >= k {
             break;
         }
-        if exclude.contains(candidate.article_id.as_str()) || !seen.insert(candidate.article_id.clone()) {
+        if exclude.contains(candidate.article_id.as_str())
+            || !seen.insert(candidate.article_id.clone())
+        {
             continue;
         }
-        items.push(Item { article_id: candidate.article_id, score: candidate.score, source });
+        items.push(Item {
+            article_id: candidate.article_id,
+            score: candidate.score,
+            source,
+        });
     }
 }
 
@@ -206,14 +279,26 @@ async fn healthz(State(state): State<ServeState>) -> Response {
             "run_id": current.as_ref().map(|info| info.run_id.clone()),
         }))
         .into_response(),
-        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "store unavailable", "error": error.to_string() }))).into_response(),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "store unavailable", "error": error.to_string() })),
+        )
+            .into_response(),
     }
 }
 
 async fn render_metrics(State(state): State<ServeState>) -> Response {
     match &state.metrics {
-        Some(render) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render()).into_response(),
-        None => (StatusCode::NOT_FOUND, "metrics are not enabled on this node").into_response(),
+        Some(render) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled on this node",
+        )
+            .into_response(),
     }
 }
 
@@ -226,17 +311,29 @@ mod tests {
     use tower::ServiceExt;
 
     async fn get(app: &Router, uri: &str) -> (StatusCode, serde_json::Value) {
-        let response = app.clone().oneshot(axum::http::Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let response = app
+            .clone()
+            .oneshot(axum::http::Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     #[tokio::test]
     async fn personalized_fallback_exclusions_and_errors() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let app = router(ServeState { store: store.clone(), default_k: 3, max_k: 10, metrics: None });
+        let app = router(ServeState {
+            store: store.clone(),
+            default_k: 3,
+            max_k: 10,
+            metrics: None,
+        });
         let (status, body) = get(&app, "/v1/users/u1/recommendations").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 
@@ -244,12 +341,22 @@ mod tests {
         let (status, body) = get(&app, "/v1/users/u1/recommendations").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["source"], "personalized");
-        let ids: Vec<&str> = body["items"].as_array().unwrap().iter().map(|i| i["article_id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["article_id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, ["a1", "a2", "f1"], "topped up from the fallback");
         assert_eq!(body["items"][2]["source"], "fallback");
 
         let (_, body) = get(&app, "/v1/users/u1/recommendations?k=2&exclude=a1,f9").await;
-        let ids: Vec<&str> = body["items"].as_array().unwrap().iter().map(|i| i["article_id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["article_id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, ["a2", "f1"]);
 
         let (_, body) = get(&app, "/v1/users/stranger/recommendations").await;

@@ -76,7 +76,11 @@ const DIURNAL: [f64; 24] = [
 pub fn generate(config: &SynthConfig) -> Synthetic {
     let mut rng = SmallRng::seed_from_u64(config.seed);
     let topics = config.topics.max(1);
-    let start_ms = config.start.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_millis()).unwrap_or_default();
+    let start_ms = config
+        .start
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp_millis())
+        .unwrap_or_default();
 
     // Catalogue: articles published through each day (mostly daytime), appeal ~ Pareto.
     let pareto: Pareto<f64> = Pareto::new(1.0, 1.2).expect("valid pareto");
@@ -85,8 +89,15 @@ pub fn generate(config: &SynthConfig) -> Synthetic {
     for day in 0..config.days {
         for index in 0..config.articles_per_day {
             let hour = rng.random_range(5..22) as i64;
-            let published_ms = start_ms + i64::from(day) * 24 * HOUR_MS + hour * HOUR_MS + rng.random_range(0..HOUR_MS);
-            articles.push(Article { article_id: format!("d{day}-a{index}"), topic: rng.random_range(0..topics), published_ms });
+            let published_ms = start_ms
+                + i64::from(day) * 24 * HOUR_MS
+                + hour * HOUR_MS
+                + rng.random_range(0..HOUR_MS);
+            articles.push(Article {
+                article_id: format!("d{day}-a{index}"),
+                topic: rng.random_range(0..topics),
+                published_ms,
+            });
             appeal.push(pareto.sample(&mut rng).min(50.0));
         }
     }
@@ -99,9 +110,13 @@ pub fn generate(config: &SynthConfig) -> Synthetic {
     }
 
     // Readers: activity ~ Zipf-like, one or two favourite topics.
-    let activity: Vec<f64> = (0..config.users).map(|rank| 1.0 / (rank as f64 + 10.0).powf(0.8)).collect();
+    let activity: Vec<f64> = (0..config.users)
+        .map(|rank| 1.0 / (rank as f64 + 10.0).powf(0.8))
+        .collect();
     let pick_user = WeightedIndex::new(&activity).expect("positive weights");
-    let favourites: Vec<[usize; 2]> = (0..config.users).map(|_| [rng.random_range(0..topics), rng.random_range(0..topics)]).collect();
+    let favourites: Vec<[usize; 2]> = (0..config.users)
+        .map(|_| [rng.random_range(0..topics), rng.random_range(0..topics)])
+        .collect();
 
     let diurnal_total: f64 = DIURNAL.iter().sum();
     let gap: Exp<f64> = Exp::new(1.0 / 90.0).expect("valid rate"); // seconds between clicks in a session
@@ -121,16 +136,31 @@ pub fn generate(config: &SynthConfig) -> Synthetic {
                 let clicks = rng.random_range(2..=6);
                 let mut read = Vec::new();
                 for _ in 0..clicks {
-                    let topic = if rng.random_bool(0.8) { favourites[user][rng.random_range(0..2)] } else { rng.random_range(0..topics) };
-                    let Some(article) = pick_article(&mut rng, &articles, &appeal, &by_topic[topic], ts, config.article_half_life_hours)
-                    else {
+                    let topic = if rng.random_bool(0.8) {
+                        favourites[user][rng.random_range(0..2)]
+                    } else {
+                        rng.random_range(0..topics)
+                    };
+                    let Some(article) = pick_article(
+                        &mut rng,
+                        &articles,
+                        &appeal,
+                        &by_topic[topic],
+                        ts,
+                        config.article_half_life_hours,
+                    ) else {
                         continue;
                     };
                     if read.contains(&article) {
                         continue;
                     }
                     read.push(article);
-                    let mut event = ClickEvent::click(&format!("user{user}"), &articles[article].article_id, ts).expect("valid synthetic event");
+                    let mut event = ClickEvent::click(
+                        &format!("user{user}"),
+                        &articles[article].article_id,
+                        ts,
+                    )
+                    .expect("valid synthetic event");
                     event.session_id = Some(session_id.clone());
                     events.push(event);
                     ts += (gap.sample(&mut rng) * 1000.0) as i64 + 5_000;
@@ -143,7 +173,14 @@ pub fn generate(config: &SynthConfig) -> Synthetic {
 }
 
 /// Picks an article of one topic already published at `ts`, weighted by appeal × freshness.
-fn pick_article(rng: &mut SmallRng, articles: &[Article], appeal: &[f64], topic: &[usize], ts: i64, half_life_hours: f64) -> Option<usize> {
+fn pick_article(
+    rng: &mut SmallRng,
+    articles: &[Article],
+    appeal: &[f64],
+    topic: &[usize],
+    ts: i64,
+    half_life_hours: f64,
+) -> Option<usize> {
     let published = topic.partition_point(|&index| articles[index].published_ms <= ts);
     // Only the last two days matter: older articles have decayed to nothing.
     let horizon = ts - 48 * HOUR_MS;
@@ -169,22 +206,43 @@ mod tests {
 
     #[test]
     fn deterministic_sorted_and_spiky() {
-        let config = SynthConfig { users: 500, sessions_per_day: 800, ..SynthConfig::default() };
+        let config = SynthConfig {
+            users: 500,
+            sessions_per_day: 800,
+            ..SynthConfig::default()
+        };
         let first = generate(&config);
         let second = generate(&config);
         assert_eq!(first.events, second.events);
         assert!(first.events.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
-        let start_ms = config.start.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis();
+        let start_ms = config
+            .start
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis();
         let clicks_in = |day: u32, hour: i64| {
             let from = start_ms + i64::from(day) * 24 * HOUR_MS + hour * HOUR_MS;
-            first.events.iter().filter(|e| (from..from + HOUR_MS).contains(&e.ts_ms)).count()
+            first
+                .events
+                .iter()
+                .filter(|e| (from..from + HOUR_MS).contains(&e.ts_ms))
+                .count()
         };
         let spike = clicks_in(config.spike_day, 20);
         let normal = clicks_in(config.spike_day - 1, 20);
         assert!(spike >= 10 * normal, "spike {spike} vs normal {normal}");
         // No click on an article before it was published.
-        let published: std::collections::HashMap<&str, i64> =
-            first.articles.iter().map(|a| (a.article_id.as_str(), a.published_ms)).collect();
-        assert!(first.events.iter().all(|e| published[e.article_id.as_str()] <= e.ts_ms));
+        let published: std::collections::HashMap<&str, i64> = first
+            .articles
+            .iter()
+            .map(|a| (a.article_id.as_str(), a.published_ms))
+            .collect();
+        assert!(
+            first
+                .events
+                .iter()
+                .all(|e| published[e.article_id.as_str()] <= e.ts_ms)
+        );
     }
 }

@@ -46,7 +46,9 @@ impl ClickLog {
             let ts = batch
                 .column_by_name("ts")
                 .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
-                .ok_or_else(|| TrainError::Schema("column \"ts\" is missing or not a timestamp".into()))?;
+                .ok_or_else(|| {
+                    TrainError::Schema("column \"ts\" is missing or not a timestamp".into())
+                })?;
             for row in 0..batch.num_rows() {
                 if event_type.value(row) != "click" {
                     log.other_events += 1;
@@ -58,7 +60,11 @@ impl ClickLog {
                 }
                 let user = intern(&mut user_ids, &mut log.users, user_id.value(row));
                 let item = intern(&mut item_ids, &mut log.items, article_id.value(row));
-                log.clicks.push(Interaction { user, item, ts_ms: ts.value(row) });
+                log.clicks.push(Interaction {
+                    user,
+                    item,
+                    ts_ms: ts.value(row),
+                });
             }
         }
         log.clicks.sort_by_key(|click| click.ts_ms);
@@ -67,8 +73,12 @@ impl ClickLog {
 
     /// The clicks with time in `window` (a contiguous slice, since clicks are sorted).
     pub fn slice(&self, window: TimeWindow) -> &[Interaction] {
-        let start = self.clicks.partition_point(|click| click.ts_ms < window.start_ms);
-        let end = self.clicks.partition_point(|click| click.ts_ms < window.end_ms);
+        let start = self
+            .clicks
+            .partition_point(|click| click.ts_ms < window.start_ms);
+        let end = self
+            .clicks
+            .partition_point(|click| click.ts_ms < window.end_ms);
         &self.clicks[start..end.max(start)]
     }
 }
@@ -106,8 +116,14 @@ mod tests {
         assert_eq!(log.duplicates, 1);
         assert_eq!(log.other_events, 1);
         assert_eq!(log.users, ["u1", "u2"]);
-        assert_eq!(log.clicks.iter().map(|c| c.user).collect::<Vec<_>>(), [1, 0]);
-        let window = TimeWindow { start_ms: 1_500_000_000_000, end_ms: 3_000_000_000_000 };
+        assert_eq!(
+            log.clicks.iter().map(|c| c.user).collect::<Vec<_>>(),
+            [1, 0]
+        );
+        let window = TimeWindow {
+            start_ms: 1_500_000_000_000,
+            end_ms: 3_000_000_000_000,
+        };
         assert_eq!(log.slice(window).len(), 1);
     }
 }

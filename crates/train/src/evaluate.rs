@@ -46,9 +46,14 @@ pub async fn evaluate_range(
     settings: &TrainSettings,
 ) -> Result<EvalReport, TrainError> {
     if to < from {
-        return Err(TrainError::Settings(format!("--to {to} is before --from {from}")));
+        return Err(TrainError::Settings(format!(
+            "--to {to} is before --from {from}"
+        )));
     }
-    let span = TimeWindow::days(settings.window_for(from).start_date(), to + chrono::Days::new(1));
+    let span = TimeWindow::days(
+        settings.window_for(from).start_date(),
+        to + chrono::Days::new(1),
+    );
     let log = ClickLog::read(lake, span).await?;
     let settings = settings.clone();
     tokio::task::spawn_blocking(move || evaluate_days(&log, from, to, &settings))
@@ -56,14 +61,24 @@ pub async fn evaluate_range(
         .map_err(|join| TrainError::Internal(join.to_string()))?
 }
 
-fn evaluate_days(log: &ClickLog, from: NaiveDate, to: NaiveDate, settings: &TrainSettings) -> Result<EvalReport, TrainError> {
+fn evaluate_days(
+    log: &ClickLog,
+    from: NaiveDate,
+    to: NaiveDate,
+    settings: &TrainSettings,
+) -> Result<EvalReport, TrainError> {
     let mut days = Vec::new();
     for day in from.iter_days().take_while(|day| *day <= to) {
         let window = settings.window_for(day);
         let train_clicks = log.slice(window).len();
-        let test_clicks = log.slice(TimeWindow::days(day, day + chrono::Days::new(1))).len();
+        let test_clicks = log
+            .slice(TimeWindow::days(day, day + chrono::Days::new(1)))
+            .len();
         if train_clicks == 0 {
-            return Err(TrainError::EmptyWindow { start: window.start_date(), end: day });
+            return Err(TrainError::EmptyWindow {
+                start: window.start_date(),
+                end: day,
+            });
         }
         let started = std::time::Instant::now();
         let models = FittedModels::fit(log, window, settings)?;
@@ -73,7 +88,10 @@ fn evaluate_days(log: &ClickLog, from: NaiveDate, to: NaiveDate, settings: &Trai
             date: day.to_string(),
             train_clicks,
             test_clicks,
-            models: metrics.into_iter().map(|(name, m)| (name.to_owned(), m)).collect(),
+            models: metrics
+                .into_iter()
+                .map(|(name, m)| (name.to_owned(), m))
+                .collect(),
         });
     }
     let mut mean = BTreeMap::new();

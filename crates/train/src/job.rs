@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, time::Instant};
 use chrono::{NaiveDate, SecondsFormat, Utc};
 use newsrec_lake::{
     Lake, TimeWindow,
-    manifest::{DataCounts, DataWindow, Evaluation, MANIFEST_VERSION, ModelEntry, RunManifest, RunOutputs, Timings},
+    manifest::{
+        DataCounts, DataWindow, Evaluation, MANIFEST_VERSION, ModelEntry, RunManifest, RunOutputs,
+        Timings,
+    },
     recs::{RankedArticle, UserRecs, fallback_to_batch, recs_to_batch},
 };
 use newsrec_model::{EvalMetrics, Recommender};
@@ -30,20 +33,35 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
     let started = Instant::now();
     let settings = &request.settings;
     if !["hr@10", "recall@10", "ndcg@10"].contains(&settings.select_metric.as_str()) {
-        return Err(TrainError::Settings(format!("select_metric {:?} is not hr@10, recall@10 or ndcg@10", settings.select_metric)));
+        return Err(TrainError::Settings(format!(
+            "select_metric {:?} is not hr@10, recall@10 or ndcg@10",
+            settings.select_metric
+        )));
     }
     newsrec_lake::layout::validate_name("run id", &request.run_id)?;
     let day = request.date;
     let window = settings.window_for(day);
     let backtest_day = day - chrono::Days::new(1);
     // One read covers the backtest window [D-1-W, D-1), its test day D-1, and D itself.
-    let span = TimeWindow::days(settings.window_for(backtest_day).start_date(), day + chrono::Days::new(1));
+    let span = TimeWindow::days(
+        settings.window_for(backtest_day).start_date(),
+        day + chrono::Days::new(1),
+    );
     let log = ClickLog::read(lake, span).await?;
     let read_ms = elapsed_ms(started);
     let train_clicks = log.slice(window).len();
-    tracing::info!(clicks = log.clicks.len(), users = log.users.len(), items = log.items.len(), read_ms, "read the lake");
+    tracing::info!(
+        clicks = log.clicks.len(),
+        users = log.users.len(),
+        items = log.items.len(),
+        read_ms,
+        "read the lake"
+    );
     if train_clicks == 0 {
-        return Err(TrainError::EmptyWindow { start: window.start_date(), end: day });
+        return Err(TrainError::EmptyWindow {
+            start: window.start_date(),
+            end: day,
+        });
     }
 
     let settings_for_fit = settings.clone();
@@ -56,9 +74,16 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
         let backtest_window = settings_for_fit.window_for(backtest_day);
         if !log.slice(backtest_window).is_empty() {
             let backtest = FittedModels::fit(&log, backtest_window, &settings_for_fit)?;
-            evaluations.push(("backtest", backtest_day, backtest.evaluate(&log, backtest_day)));
+            evaluations.push((
+                "backtest",
+                backtest_day,
+                backtest.evaluate(&log, backtest_day),
+            ));
         }
-        if !log.slice(TimeWindow::days(day, day + chrono::Days::new(1))).is_empty() {
+        if !log
+            .slice(TimeWindow::days(day, day + chrono::Days::new(1)))
+            .is_empty()
+        {
             evaluations.push(("served", day, models.evaluate(&log, day)));
         }
         let eval_ms = elapsed_ms(eval_started);
@@ -75,16 +100,22 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
 
     let (chosen, chosen_because) = choose_model(&evaluations, &settings.select_metric);
     let write_started = Instant::now();
-    let (users, parts, rows) = write_lists(lake, &request.run_id, &log, &models, chosen, settings.top_k).await?;
+    let (users, parts, rows) =
+        write_lists(lake, &request.run_id, &log, &models, chosen, settings.top_k).await?;
     let fallback: Vec<RankedArticle> = models
         .popularity
         .ranked()
         .iter()
         .take(settings.fallback_k)
-        .map(|scored| RankedArticle { article_id: log.items[scored.item as usize].clone(), score: scored.score })
+        .map(|scored| RankedArticle {
+            article_id: log.items[scored.item as usize].clone(),
+            score: scored.score,
+        })
         .collect();
-    let fallback_batch = fallback_to_batch(&fallback).map_err(|e| TrainError::Internal(e.to_string()))?;
-    lake.write_run_table(&request.run_id, "fallback.parquet", vec![fallback_batch]).await?;
+    let fallback_batch =
+        fallback_to_batch(&fallback).map_err(|e| TrainError::Internal(e.to_string()))?;
+    lake.write_run_table(&request.run_id, "fallback.parquet", vec![fallback_batch])
+        .await?;
     let write_ms = elapsed_ms(write_started);
 
     let dataset = models.dataset();
@@ -105,8 +136,12 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
             clicks: train_clicks as u64,
             duplicates: log.duplicates,
             other_events: log.other_events,
-            users: (0..dataset.n_users() as u32).filter(|u| !dataset.user_items(*u).is_empty()).count() as u64,
-            items: (0..dataset.n_items() as u32).filter(|i| dataset.item_user_count(*i) > 0).count() as u64,
+            users: (0..dataset.n_users() as u32)
+                .filter(|u| !dataset.user_items(*u).is_empty())
+                .count() as u64,
+            items: (0..dataset.n_items() as u32)
+                .filter(|i| dataset.item_user_count(*i) > 0)
+                .count() as u64,
             pairs: dataset.n_pairs() as u64,
         },
         models: vec![
@@ -118,7 +153,10 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
             ModelEntry {
                 name: "cooccurrence".into(),
                 params: serde_json::to_value(&settings.cooccurrence).unwrap_or_default(),
-                stats: BTreeMap::from([("neighbour_pairs".into(), models.cooccurrence.n_neighbour_pairs() as u64)]),
+                stats: BTreeMap::from([(
+                    "neighbour_pairs".into(),
+                    models.cooccurrence.n_neighbour_pairs() as u64,
+                )]),
             },
         ],
         evaluations: evaluations
@@ -128,14 +166,31 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
                 test_date: test_day.to_string(),
                 metrics: metrics
                     .iter()
-                    .map(|(name, m)| ((*name).to_owned(), serde_json::to_value(m).unwrap_or_default()))
+                    .map(|(name, m)| {
+                        (
+                            (*name).to_owned(),
+                            serde_json::to_value(m).unwrap_or_default(),
+                        )
+                    })
                     .collect(),
             })
             .collect(),
         chosen_model: chosen.to_owned(),
         chosen_because,
-        outputs: RunOutputs { users, rows, top_k: settings.top_k, parts, fallback: "fallback.parquet".into() },
-        timings: Timings { read_ms, fit_ms, eval_ms, write_ms, total_ms: elapsed_ms(started) },
+        outputs: RunOutputs {
+            users,
+            rows,
+            top_k: settings.top_k,
+            parts,
+            fallback: "fallback.parquet".into(),
+        },
+        timings: Timings {
+            read_ms,
+            fit_ms,
+            eval_ms,
+            write_ms,
+            total_ms: elapsed_ms(started),
+        },
     };
     lake.write_manifest(&request.run_id, &manifest).await?;
     Ok(manifest)
@@ -147,23 +202,40 @@ fn choose_model(
     evaluations: &[(&str, NaiveDate, Vec<(&'static str, EvalMetrics)>)],
     metric: &str,
 ) -> (&'static str, String) {
-    let Some((_, test_day, metrics)) = evaluations.iter().find(|(role, ..)| *role == "backtest") else {
-        return ("cooccurrence", "no clicks before the window to backtest on; the personalised model is the default".into());
+    let Some((_, test_day, metrics)) = evaluations.iter().find(|(role, ..)| *role == "backtest")
+    else {
+        return (
+            "cooccurrence",
+            "no clicks before the window to backtest on; the personalised model is the default"
+                .into(),
+        );
     };
     let mut best: Option<(&'static str, f64)> = None;
     for (name, m) in metrics {
         let value = m.get(metric).unwrap_or(0.0);
         let better = match best {
             None => true,
-            Some((best_name, best_value)) => value > best_value || (value == best_value && *name == "cooccurrence" && best_name != "cooccurrence"),
+            Some((best_name, best_value)) => {
+                value > best_value
+                    || (value == best_value
+                        && *name == "cooccurrence"
+                        && best_name != "cooccurrence")
+            }
         };
         if better {
             best = Some((name, value));
         }
     }
     let (name, _) = best.unwrap_or(("cooccurrence", 0.0));
-    let figures = metrics.iter().map(|(n, m)| format!("{n} {:.4}", m.get(metric).unwrap_or(0.0))).collect::<Vec<_>>().join(", ");
-    (name, format!("best {metric} on the {test_day} backtest: {figures}"))
+    let figures = metrics
+        .iter()
+        .map(|(n, m)| format!("{n} {:.4}", m.get(metric).unwrap_or(0.0)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (
+        name,
+        format!("best {metric} on the {test_day} backtest: {figures}"),
+    )
 }
 
 async fn write_lists(
@@ -175,8 +247,14 @@ async fn write_lists(
     top_k: usize,
 ) -> Result<(u64, Vec<String>, u64), TrainError> {
     let dataset = models.dataset();
-    let model: &dyn Recommender = if chosen == "popularity" { &models.popularity } else { &models.cooccurrence };
-    let users: Vec<u32> = (0..dataset.n_users() as u32).filter(|u| !dataset.user_items(*u).is_empty()).collect();
+    let model: &dyn Recommender = if chosen == "popularity" {
+        &models.popularity
+    } else {
+        &models.cooccurrence
+    };
+    let users: Vec<u32> = (0..dataset.n_users() as u32)
+        .filter(|u| !dataset.user_items(*u).is_empty())
+        .collect();
     let mut parts = Vec::new();
     let mut rows = 0u64;
     // Users whose list comes out empty (nothing left after exclusions) are not written.
@@ -189,7 +267,10 @@ async fn write_lists(
                 items: model
                     .recommend(user, top_k, dataset.user_items(user))
                     .into_iter()
-                    .map(|scored| RankedArticle { article_id: log.items[scored.item as usize].clone(), score: scored.score })
+                    .map(|scored| RankedArticle {
+                        article_id: log.items[scored.item as usize].clone(),
+                        score: scored.score,
+                    })
                     .collect(),
             })
             .filter(|list| !list.items.is_empty())

@@ -65,7 +65,9 @@ pub enum TrainError {
     Model(#[from] ModelError),
     #[error("unexpected lake data: {0}")]
     Schema(String),
-    #[error("no clicks in the training window {start}..{end} (end exclusive); import or ingest clicks for those days first")]
+    #[error(
+        "no clicks in the training window {start}..{end} (end exclusive); import or ingest clicks for those days first"
+    )]
     EmptyWindow { start: NaiveDate, end: NaiveDate },
     #[error("invalid setting: {0}")]
     Settings(String),
@@ -82,7 +84,11 @@ pub struct FittedModels {
 
 impl FittedModels {
     /// Fits every model on the clicks of `window` (anchoring decays at its end).
-    pub fn fit(log: &ClickLog, window: TimeWindow, settings: &TrainSettings) -> Result<FittedModels, TrainError> {
+    pub fn fit(
+        log: &ClickLog,
+        window: TimeWindow,
+        settings: &TrainSettings,
+    ) -> Result<FittedModels, TrainError> {
         let clicks = log.slice(window);
         let dataset = Dataset::build(
             log.users.len(),
@@ -91,9 +97,14 @@ impl FittedModels {
             window.end_ms,
             settings.cooccurrence.affinity_half_life_hours * 3_600_000.0,
         );
-        let popularity = PopularityModel::fit(log.items.len(), clicks, window.end_ms, &settings.popularity)?;
-        let cooccurrence = CooccurrenceModel::fit(dataset, popularity.clone(), settings.cooccurrence.clone())?;
-        Ok(FittedModels { popularity, cooccurrence })
+        let popularity =
+            PopularityModel::fit(log.items.len(), clicks, window.end_ms, &settings.popularity)?;
+        let cooccurrence =
+            CooccurrenceModel::fit(dataset, popularity.clone(), settings.cooccurrence.clone())?;
+        Ok(FittedModels {
+            popularity,
+            cooccurrence,
+        })
     }
 
     /// The models in report order.
@@ -108,10 +119,18 @@ impl FittedModels {
 
     /// P1 of every model on the clicks of `test_day` (the models must be trained on the window
     /// ending at that day).
-    pub fn evaluate(&self, log: &ClickLog, test_day: NaiveDate) -> Vec<(&'static str, EvalMetrics)> {
+    pub fn evaluate(
+        &self,
+        log: &ClickLog,
+        test_day: NaiveDate,
+    ) -> Vec<(&'static str, EvalMetrics)> {
         let day = TimeWindow::days(test_day, test_day + chrono::Days::new(1));
-        let test_clicks: Vec<(u32, u32)> = log.slice(day).iter().map(|c| (c.user, c.item)).collect();
+        let test_clicks: Vec<(u32, u32)> =
+            log.slice(day).iter().map(|c| (c.user, c.item)).collect();
         let test = TestSet::build(self.dataset(), &test_clicks);
-        self.all().iter().map(|model| (model.name(), evaluate_p1(*model, self.dataset(), &test))).collect()
+        self.all()
+            .iter()
+            .map(|model| (model.name(), evaluate_p1(*model, self.dataset(), &test)))
+            .collect()
     }
 }

@@ -6,7 +6,10 @@
 //! queries a few users over HTTP and prints the P1 table of both models. With `--csv` it
 //! backfills real logs through `import` instead of the synthetic stream.
 
-use std::{path::{Path, PathBuf}, time::{Duration, Instant}};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, bail, ensure};
 use chrono::DateTime;
@@ -18,8 +21,15 @@ use newsrec_publish::{PublishOptions, publish_run};
 use newsrec_testkit::{SynthConfig, generate};
 use newsrec_train::{TrainRequest, train};
 
-use super::{import::{ImportArgs, import_into}, train::summary};
-use crate::{node::{Node, NodeOptions}, output::progress_bar, settings::train_settings};
+use super::{
+    import::{ImportArgs, import_into},
+    train::summary,
+};
+use crate::{
+    node::{Node, NodeOptions},
+    output::progress_bar,
+    settings::train_settings,
+};
 
 /// Events per HTTP request the demo sends, and requests in flight.
 const EVENTS_PER_REQUEST: usize = 2_000;
@@ -42,22 +52,40 @@ pub struct DemoArgs {
 }
 
 pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
-    ensure!(args.days >= 3, "--days must be at least 3 (training, backtest and test days)");
+    ensure!(
+        args.days >= 3,
+        "--days must be at least 3 (training, backtest and test days)"
+    );
     let demo_dir = data_dir.join("demo");
     if demo_dir.exists() {
-        std::fs::remove_dir_all(&demo_dir).with_context(|| format!("clearing {}", demo_dir.display()))?;
+        std::fs::remove_dir_all(&demo_dir)
+            .with_context(|| format!("clearing {}", demo_dir.display()))?;
     }
     // The demo keeps everything in its own folder, whatever the config names.
     config.lake.uri.clear();
     config.kv.uri.clear();
     println!("demo data in {}", demo_dir.display());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let node = Node::start(NodeOptions { config: config.clone(), data_dir: demo_dir.clone(), metrics: None }, listener).await?;
+    let node = Node::start(
+        NodeOptions {
+            config: config.clone(),
+            data_dir: demo_dir.clone(),
+            metrics: None,
+        },
+        listener,
+    )
+    .await?;
     let base = format!("http://{}", node.addr());
     let client = reqwest::Client::new();
 
     let (serving_day, sample_users) = if args.csv.is_empty() {
-        let synth = SynthConfig { users: args.users, days: args.days, spike_day: args.days - 2, seed: args.seed, ..SynthConfig::default() };
+        let synth = SynthConfig {
+            users: args.users,
+            days: args.days,
+            spike_day: args.days - 2,
+            seed: args.seed,
+            ..SynthConfig::default()
+        };
         let stream = generate(&synth);
         println!(
             "synthetic stream: {} clicks over {} days from {} readers, {} articles, election night on {} ({}x traffic 19-24h)",
@@ -69,10 +97,18 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
             synth.spike_factor
         );
         send_events(&client, &base, &stream.events).await?;
-        (synth.start + chrono::Days::new(u64::from(synth.days - 1)), vec!["user0".to_owned(), "user1".to_owned(), "user42".to_owned()])
+        (
+            synth.start + chrono::Days::new(u64::from(synth.days - 1)),
+            vec!["user0".to_owned(), "user1".to_owned(), "user42".to_owned()],
+        )
     } else {
         let started = Instant::now();
-        let report = import_into(node.lake(), &config.node_id, ImportArgs::globo(args.csv.clone())).await?;
+        let report = import_into(
+            node.lake(),
+            &config.node_id,
+            ImportArgs::globo(args.csv.clone()),
+        )
+        .await?;
         println!(
             "imported {} clicks ({} rejected) from {} files in {:.1} s",
             report.imported,
@@ -80,21 +116,36 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
             report.files,
             started.elapsed().as_secs_f64()
         );
-        let Some((_, last)) = report.time_range else { bail!("the CSV files held no valid clicks") };
-        let last_day = DateTime::from_timestamp_millis(last).map(|t| t.date_naive()).context("time out of range")?;
+        let Some((_, last)) = report.time_range else {
+            bail!("the CSV files held no valid clicks")
+        };
+        let last_day = DateTime::from_timestamp_millis(last)
+            .map(|t| t.date_naive())
+            .context("time out of range")?;
         (last_day, Vec::new())
     };
 
     let run_id = super::train::default_run_id(serving_day);
     let started = Instant::now();
-    let manifest = train(node.lake(), &TrainRequest { date: serving_day, run_id: run_id.clone(), settings: train_settings(&config) }).await?;
+    let manifest = train(
+        node.lake(),
+        &TrainRequest {
+            date: serving_day,
+            run_id: run_id.clone(),
+            settings: train_settings(&config),
+        },
+    )
+    .await?;
     println!("\ntrained in {:.1} s", started.elapsed().as_secs_f64());
     print!("{}", summary(&manifest));
 
     // Publish through a second handle on the store folder, exactly as `newsrec publish` run from
     // another process would, and watch the serving node pick it up.
     let publisher = EmbeddedStore::open(demo_dir.join("kv"))?;
-    let options = PublishOptions { batch_users: config.publish.batch_users, keep_generations: config.publish.keep_generations };
+    let options = PublishOptions {
+        batch_users: config.publish.batch_users,
+        keep_generations: config.publish.keep_generations,
+    };
     let report = publish_run(node.lake(), &publisher, &run_id, options, &|_| {}).await?;
     println!(
         "\npublished generation {} ({} users, {:.0} users/s)",
@@ -103,14 +154,24 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
         report.users_per_sec()
     );
     let waited = wait_for_generation(&client, &base, report.generation).await?;
-    println!("the serving node picked it up after {} ms", waited.as_millis());
+    println!(
+        "the serving node picked it up after {} ms",
+        waited.as_millis()
+    );
 
     let mut users = sample_users;
     if users.is_empty() {
         // Real logs: the first users of the manifest's lists.
-        let batches = node.lake().read_run_table(&run_id, &manifest.outputs.parts[0]).await?;
+        let batches = node
+            .lake()
+            .read_run_table(&run_id, &manifest.outputs.parts[0])
+            .await?;
         let lists = newsrec_lake::recs::recs_from_batches(&batches)?;
-        users = lists.iter().take(2).map(|list| list.user_id.clone()).collect();
+        users = lists
+            .iter()
+            .take(2)
+            .map(|list| list.user_id.clone())
+            .collect();
     }
     users.push("someone-new".into());
     println!();
@@ -122,8 +183,20 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
             .error_for_status()?
             .json()
             .await?;
-        let items: Vec<&str> = reply["items"].as_array().map(|items| items.iter().filter_map(|i| i["article_id"].as_str()).collect()).unwrap_or_default();
-        println!("GET /v1/users/{user}/recommendations?k=5 -> {} {:?}", reply["source"].as_str().unwrap_or("?"), items);
+        let items: Vec<&str> = reply["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i["article_id"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "GET /v1/users/{user}/recommendations?k=5 -> {} {:?}",
+            reply["source"].as_str().unwrap_or("?"),
+            items
+        );
     }
     node.shutdown().await?;
     println!("\nP1 metrics (next-day evaluation, both models):");
@@ -131,17 +204,31 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
     Ok(())
 }
 
-async fn send_events(client: &reqwest::Client, base: &str, events: &[ClickEvent]) -> anyhow::Result<()> {
-    let bar = progress_bar(events.len() as u64, "ingesting [{bar:40}] {pos}/{len} events {per_sec}");
+async fn send_events(
+    client: &reqwest::Client,
+    base: &str,
+    events: &[ClickEvent],
+) -> anyhow::Result<()> {
+    let bar = progress_bar(
+        events.len() as u64,
+        "ingesting [{bar:40}] {pos}/{len} events {per_sec}",
+    );
     let started = Instant::now();
     let url = format!("{base}/v1/events");
     let accepted: Vec<usize> = futures::stream::iter(events.chunks(EVENTS_PER_REQUEST))
         .map(|chunk| {
-            let body: String = chunk.iter().map(|event| format!("{}\n", event.to_json())).collect();
-            let request = client.post(&url).header("content-type", "application/x-ndjson").body(body);
+            let body: String = chunk
+                .iter()
+                .map(|event| format!("{}\n", event.to_json()))
+                .collect();
+            let request = client
+                .post(&url)
+                .header("content-type", "application/x-ndjson")
+                .body(body);
             let bar = bar.clone();
             async move {
-                let reply: serde_json::Value = request.send().await?.error_for_status()?.json().await?;
+                let reply: serde_json::Value =
+                    request.send().await?.error_for_status()?.json().await?;
                 let accepted = reply["accepted"].as_u64().unwrap_or(0) as usize;
                 bar.inc(accepted as u64);
                 anyhow::Ok(accepted)
@@ -159,14 +246,27 @@ async fn send_events(client: &reqwest::Client, base: &str, events: &[ClickEvent]
         seconds,
         events.len() as f64 / seconds.max(1e-9)
     );
-    ensure!(accepted == events.len(), "only {accepted} of {} events were accepted", events.len());
+    ensure!(
+        accepted == events.len(),
+        "only {accepted} of {} events were accepted",
+        events.len()
+    );
     Ok(())
 }
 
-async fn wait_for_generation(client: &reqwest::Client, base: &str, generation: u64) -> anyhow::Result<Duration> {
+async fn wait_for_generation(
+    client: &reqwest::Client,
+    base: &str,
+    generation: u64,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(15) {
-        let health: serde_json::Value = client.get(format!("{base}/healthz")).send().await?.json().await?;
+        let health: serde_json::Value = client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await?
+            .json()
+            .await?;
         if health["generation"].as_u64() == Some(generation) {
             return Ok(started.elapsed());
         }
@@ -174,4 +274,3 @@ async fn wait_for_generation(client: &reqwest::Client, base: &str, generation: u
     }
     bail!("the serving node did not pick up generation {generation} within 15 s")
 }
-

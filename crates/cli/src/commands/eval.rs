@@ -6,7 +6,10 @@ use chrono::NaiveDate;
 use newsrec_config::Config;
 use newsrec_train::{EvalReport, evaluate_range};
 
-use crate::{output, settings::{open_lake, train_settings}};
+use crate::{
+    output,
+    settings::{open_lake, train_settings},
+};
 
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
 pub enum EvalFormat {
@@ -35,7 +38,10 @@ pub async fn run(config: &Config, data_dir: &Path, args: EvalArgs) -> anyhow::Re
     let lake = open_lake(config, data_dir)?;
     let mut settings = train_settings(config);
     if let Some(days) = args.window_days {
-        anyhow::ensure!((1..=365).contains(&days), "--window-days must be 1..=365, got {days}");
+        anyhow::ensure!(
+            (1..=365).contains(&days),
+            "--window-days must be 1..=365, got {days}"
+        );
         settings.window_days = days;
     }
     let started = std::time::Instant::now();
@@ -44,7 +50,11 @@ pub async fn run(config: &Config, data_dir: &Path, args: EvalArgs) -> anyhow::Re
         EvalFormat::Json => println!("{}", serde_json::to_string(&report)?),
         EvalFormat::Table => {
             print!("{}", table(&report));
-            println!("({} days in {:.1} s)", report.days.len(), started.elapsed().as_secs_f64());
+            println!(
+                "({} days in {:.1} s)",
+                report.days.len(),
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     Ok(())
@@ -52,7 +62,20 @@ pub async fn run(config: &Config, data_dir: &Path, args: EvalArgs) -> anyhow::Re
 
 /// Per-day rows and the mean, one row per model.
 pub fn table(report: &EvalReport) -> String {
-    let mut rows = vec![["test day", "model", "users", "HR@10", "Recall@10", "NDCG@10", "coverage", "in train"].map(String::from).to_vec()];
+    let mut rows = vec![
+        [
+            "test day",
+            "model",
+            "users",
+            "HR@10",
+            "Recall@10",
+            "NDCG@10",
+            "coverage",
+            "in train",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
     for day in &report.days {
         for (model, m) in &day.models {
             rows.push(vec![

@@ -1,10 +1,16 @@
 //! `newsrec import`: backfill click logs into the lake with a progress bar.
 
-use std::{path::{Path, PathBuf}, sync::Arc, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
 
 use anyhow::bail;
 use newsrec_config::Config;
-use newsrec_ingest::import::{ColumnMap, ImportFormat, ImportOptions, ImportReport, TimeUnit, import_files};
+use newsrec_ingest::import::{
+    ColumnMap, ImportFormat, ImportOptions, ImportReport, TimeUnit, import_files,
+};
 use newsrec_lake::Lake;
 
 use crate::{output::progress_bar, settings::open_lake};
@@ -75,14 +81,26 @@ pub async fn run(config: &Config, data_dir: &Path, args: ImportArgs) -> anyhow::
 }
 
 /// Imports into `lake` with a progress bar; shared with `newsrec demo --csv`.
-pub async fn import_into(lake: &Lake, node_id: &str, args: ImportArgs) -> anyhow::Result<ImportReport> {
+pub async fn import_into(
+    lake: &Lake,
+    node_id: &str,
+    args: ImportArgs,
+) -> anyhow::Result<ImportReport> {
     for file in &args.files {
         if !file.is_file() {
             bail!("{} is not a readable file", file.display());
         }
     }
-    let total: u64 = args.files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
-    let bar = progress_bar(total, "importing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}");
+    let total: u64 = args
+        .files
+        .iter()
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = progress_bar(
+        total,
+        "importing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    );
     let progress_bar = bar.clone();
     let options = ImportOptions {
         format: match args.format {
@@ -102,10 +120,19 @@ pub async fn import_into(lake: &Lake, node_id: &str, args: ImportArgs) -> anyhow
             session: args.session_col,
         },
         // Unique per import run, so a second import never overwrites the first one's objects.
-        writer: format!("import-{node_id}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3f")),
+        writer: format!(
+            "import-{node_id}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%3f")
+        ),
         chunk_events: 500_000,
     };
-    let report = import_files(lake, args.files, options, Arc::new(move |bytes| progress_bar.set_position(bytes))).await?;
+    let report = import_files(
+        lake,
+        args.files,
+        options,
+        Arc::new(move |bytes| progress_bar.set_position(bytes)),
+    )
+    .await?;
     bar.finish_and_clear();
     Ok(report)
 }
@@ -124,6 +151,9 @@ fn print_report(report: &ImportReport, seconds: f64) {
         println!("  rejected {error}");
     }
     if report.rejected as usize > report.sample_errors.len() {
-        println!("  … and {} more", report.rejected as usize - report.sample_errors.len());
+        println!(
+            "  … and {} more",
+            report.rejected as usize - report.sample_errors.len()
+        );
     }
 }

@@ -20,7 +20,13 @@ use newsrec_config::Config;
 #[command(name = "newsrec", version, about, propagate_version = true)]
 pub struct Cli {
     /// Folder for the lake, the serving store and local state
-    #[arg(long, global = true, env = "NEWSREC_DATA_DIR", default_value = "./newsrec-data", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "NEWSREC_DATA_DIR",
+        default_value = "./newsrec-data",
+        value_name = "DIR"
+    )]
     pub data_dir: PathBuf,
 
     /// Config file (every key: config/newsrec.example.toml); NEWSREC_* env vars override it
@@ -58,9 +64,18 @@ pub enum Command {
 /// Sets up logging to stderr.
 pub fn init_logging(cli: &Cli) {
     // The demo prints its own narrative; its logs stay quiet unless asked for.
-    let level = if matches!(cli.command, Command::Demo(_)) && cli.log == "info" { "warn" } else { cli.log.as_str() };
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let level = if matches!(cli.command, Command::Demo(_)) && cli.log == "info" {
+        "warn"
+    } else {
+        cli.log.as_str()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 /// Runs the parsed command.
@@ -84,5 +99,6 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 
 /// Parses a `YYYY-MM-DD` day.
 fn parse_day(text: &str) -> Result<chrono::NaiveDate, String> {
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| format!("expected a date like 2017-10-09, got {text:?}"))
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| format!("expected a date like 2017-10-09, got {text:?}"))
 }

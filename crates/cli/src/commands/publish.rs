@@ -6,7 +6,10 @@ use anyhow::bail;
 use newsrec_config::Config;
 use newsrec_publish::{PublishOptions, latest_run, publish_run};
 
-use crate::{output::progress_bar, settings::{open_lake, open_store}};
+use crate::{
+    output::progress_bar,
+    settings::{open_lake, open_store},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
@@ -25,8 +28,14 @@ pub async fn run(config: &Config, data_dir: &Path, args: PublishArgs) -> anyhow:
         (None, true) => latest_run(&lake).await?,
         (None, false) => bail!("give a run id or --latest"),
     };
-    let bar = progress_bar(0, "publishing [{bar:40}] {pos}/{len} users {per_sec} eta {eta}");
-    let options = PublishOptions { batch_users: config.publish.batch_users, keep_generations: config.publish.keep_generations };
+    let bar = progress_bar(
+        0,
+        "publishing [{bar:40}] {pos}/{len} users {per_sec} eta {eta}",
+    );
+    let options = PublishOptions {
+        batch_users: config.publish.batch_users,
+        keep_generations: config.publish.keep_generations,
+    };
     let report = publish_run(&lake, store.as_ref(), &run_id, options, &|progress| {
         bar.set_length(progress.users_total);
         bar.set_position(progress.users_done);
@@ -40,7 +49,11 @@ pub async fn run(config: &Config, data_dir: &Path, args: PublishArgs) -> anyhow:
         report.users,
         report.elapsed.as_secs_f64(),
         report.users_per_sec(),
-        if report.pruned.is_empty() { String::new() } else { format!("; deleted generations {:?}", report.pruned) }
+        if report.pruned.is_empty() {
+            String::new()
+        } else {
+            format!("; deleted generations {:?}", report.pruned)
+        }
     );
     Ok(())
 }

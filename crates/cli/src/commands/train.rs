@@ -7,7 +7,10 @@ use newsrec_config::Config;
 use newsrec_lake::RunManifest;
 use newsrec_train::{TrainRequest, train};
 
-use crate::{output, settings::{open_lake, train_settings}};
+use crate::{
+    output,
+    settings::{open_lake, train_settings},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
@@ -26,11 +29,22 @@ pub async fn run(config: &Config, data_dir: &Path, args: TrainArgs) -> anyhow::R
     let lake = open_lake(config, data_dir)?;
     let mut settings = train_settings(config);
     if let Some(days) = args.window_days {
-        anyhow::ensure!((1..=365).contains(&days), "--window-days must be 1..=365, got {days}");
+        anyhow::ensure!(
+            (1..=365).contains(&days),
+            "--window-days must be 1..=365, got {days}"
+        );
         settings.window_days = days;
     }
     let run_id = args.run_id.unwrap_or_else(|| default_run_id(args.date));
-    let manifest = train(&lake, &TrainRequest { date: args.date, run_id, settings }).await?;
+    let manifest = train(
+        &lake,
+        &TrainRequest {
+            date: args.date,
+            run_id,
+            settings,
+        },
+    )
+    .await?;
     print!("{}", summary(&manifest));
     Ok(())
 }
@@ -54,7 +68,10 @@ pub fn summary(manifest: &RunManifest) -> String {
         manifest.counts.duplicates,
     );
     out.push_str(&metrics_table(manifest));
-    out.push_str(&format!("serving model: {} ({})\n", manifest.chosen_model, manifest.chosen_because));
+    out.push_str(&format!(
+        "serving model: {} ({})\n",
+        manifest.chosen_model, manifest.chosen_because
+    ));
     out.push_str(&format!(
         "wrote {} lists ({} rows, top {}) in {} parts; read {} ms, fit {} ms, eval {} ms, write {} ms, total {} ms\n",
         manifest.outputs.users,
@@ -75,12 +92,29 @@ pub fn metrics_table(manifest: &RunManifest) -> String {
     if manifest.evaluations.is_empty() {
         return "no P1 evaluation: the lake holds no clicks of the day before or of the serving day\n".into();
     }
-    let mut rows = vec![["evaluation", "test day", "model", "users", "HR@10", "Recall@10", "NDCG@10", "coverage", "in train"]
+    let mut rows = vec![
+        [
+            "evaluation",
+            "test day",
+            "model",
+            "users",
+            "HR@10",
+            "Recall@10",
+            "NDCG@10",
+            "coverage",
+            "in train",
+        ]
         .map(String::from)
-        .to_vec()];
+        .to_vec(),
+    ];
     for evaluation in &manifest.evaluations {
         for (model, metrics) in &evaluation.metrics {
-            let figure = |key: &str| metrics.get(key).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+            let figure = |key: &str| {
+                metrics
+                    .get(key)
+                    .and_then(serde_json::Value::as_f64)
+                    .unwrap_or(f64::NAN)
+            };
             rows.push(vec![
                 evaluation.role.clone(),
                 evaluation.test_date.clone(),

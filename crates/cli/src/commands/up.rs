@@ -20,15 +20,23 @@ pub async fn run(config: Config, data_dir: &Path, args: UpArgs) -> anyhow::Resul
         Some(listen) => listen,
         None => config.serve.listen.parse().context("serve.listen")?,
     };
-    let prometheus = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let prometheus = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let options = NodeOptions {
         config,
         data_dir: data_dir.to_owned(),
         metrics: Some(Arc::new(move || prometheus.render())),
     };
     let node = Node::start(options, listener).await?;
-    eprintln!("newsrec is up on http://{} (data in {}); Ctrl-C stops it", node.addr(), data_dir.display());
+    eprintln!(
+        "newsrec is up on http://{} (data in {}); Ctrl-C stops it",
+        node.addr(),
+        data_dir.display()
+    );
     shutdown_signal().await;
     eprintln!("stopping: finishing in-flight requests and flushing ingest buffers");
     node.shutdown().await
@@ -38,13 +46,14 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
