@@ -68,7 +68,7 @@ mod tests {
         ];
         assert_eq!(
             table(&rows),
-            "model       hr\n------------\npopularity  0.1\n"
+            "model        hr\n---------------\npopularity  0.1\n"
         );
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use newsrec_config::Config;
 use newsrec_kv::{EmbeddedStore, RecStore};
 use newsrec_lake::Lake;
-use newsrec_model::{CooccurrenceParams, PopularityParams, Similarity};
+use newsrec_model::{Blend, CooccurrenceParams, PopularityParams, Similarity};
 use newsrec_train::TrainSettings;
 
 /// The lake of this node: `lake.uri`, or `<data-dir>/lake`.
@@ -57,6 +57,11 @@ pub fn train_settings(config: &Config) -> TrainSettings {
             min_cooccurrence: co.min_cooccurrence,
             neighbours: co.neighbours,
             popularity_weight: co.popularity_weight,
+            blend: if co.blend == "geometric" {
+                Blend::Geometric
+            } else {
+                Blend::Linear
+            },
             popular_candidates: co.popular_candidates,
         },
     }

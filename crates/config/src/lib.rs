@@ -92,6 +92,8 @@ pub struct CooccurrenceConfig {
     pub min_cooccurrence: u32,
     pub neighbours: usize,
     pub popularity_weight: f32,
+    /// `linear` or `geometric`.
+    pub blend: String,
     pub popular_candidates: usize,
 }
 
@@ -180,6 +182,7 @@ impl Default for CooccurrenceConfig {
             min_cooccurrence: 2,
             neighbours: 100,
             popularity_weight: 0.5,
+            blend: "linear".into(),
             popular_candidates: 200,
         }
     }
@@ -385,6 +388,12 @@ impl Config {
                 format!("must be 0..=1, got {}", co.popularity_weight),
             );
         }
+        if !["linear", "geometric"].contains(&co.blend.as_str()) {
+            return invalid(
+                "train.cooccurrence.blend",
+                format!("must be linear or geometric, got {:?}", co.blend),
+            );
+        }
         if co.popular_candidates > 100_000 {
             return invalid(
                 "train.cooccurrence.popular_candidates",
@@ -464,6 +473,8 @@ mod tests {
     }
 
     #[test]
+    // figment's Jail closure must return figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
     fn environment_overrides_the_file_and_ignores_foreign_variables() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("n.toml", "[ingest]\nmax_body_bytes = 2048\n")?;

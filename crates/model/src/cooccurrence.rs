@@ -22,6 +22,19 @@ pub enum Similarity {
     Lift,
 }
 
+/// How the personal score and the popularity prior combine (both normalised to 0..=1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Blend {
+    /// `(1 - w) * personal + w * popularity`.
+    Linear,
+    /// `popularity^w * (personal + 0.01)^(1 - w)`: personal taste re-ranks what is popular now.
+    Geometric,
+}
+
+/// Added to the personal part in the geometric blend.
+const GEOMETRIC_FLOOR: f32 = 0.01;
+
 /// Hyperparameters of [`CooccurrenceModel`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +48,8 @@ pub struct CooccurrenceParams {
     pub neighbours: usize,
     /// Weight of the popularity prior in the blend, 0..=1.
     pub popularity_weight: f32,
+    /// How the personal score and the popularity prior combine.
+    pub blend: Blend,
     /// How many of the most popular items join every user's candidates.
     pub popular_candidates: usize,
 }
@@ -47,6 +62,7 @@ impl Default for CooccurrenceParams {
             min_cooccurrence: 2,
             neighbours: 100,
             popularity_weight: 0.5,
+            blend: Blend::Linear,
             popular_candidates: 200,
         }
     }
@@ -209,7 +225,14 @@ impl Recommender for CooccurrenceModel {
             } else {
                 0.0
             };
-            (1.0 - weight) * personal_part + weight * popular_part
+            match self.params.blend {
+                Blend::Linear => (1.0 - weight) * personal_part + weight * popular_part,
+                // The floor lets a popular item nobody's history points to still rank, below
+                // equally popular items that the history does point to.
+                Blend::Geometric => {
+                    popular_part.powf(weight) * (personal_part + GEOMETRIC_FLOOR).powf(1.0 - weight)
+                }
+            }
         };
         let mut candidates: Vec<ScoredItem> = personal
             .iter()

@@ -12,7 +12,7 @@ mod eval;
 mod popularity;
 mod topk;
 
-pub use cooccurrence::{CooccurrenceModel, CooccurrenceParams, Similarity};
+pub use cooccurrence::{Blend, CooccurrenceModel, CooccurrenceParams, Similarity};
 pub use dataset::{Dataset, Interaction, decay_weight};
 pub use eval::{EvalMetrics, TestSet, evaluate_p1};
 pub use popularity::{PopularityModel, PopularityParams};

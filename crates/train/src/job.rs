@@ -19,6 +19,14 @@ use crate::{ClickLog, FittedModels, TrainError, TrainSettings};
 /// Users per `recs-NNNNN.parquet` part.
 const USERS_PER_PART: usize = 50_000;
 
+/// P1 figures of every model on one test day.
+struct DayEvaluation {
+    /// `backtest` (trained before D-1, tested on D-1) or `served` (the written models, on D).
+    role: &'static str,
+    test_day: NaiveDate,
+    metrics: Vec<(&'static str, EvalMetrics)>,
+}
+
 /// What to train.
 #[derive(Debug, Clone)]
 pub struct TrainRequest {
@@ -74,17 +82,21 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
         let backtest_window = settings_for_fit.window_for(backtest_day);
         if !log.slice(backtest_window).is_empty() {
             let backtest = FittedModels::fit(&log, backtest_window, &settings_for_fit)?;
-            evaluations.push((
-                "backtest",
-                backtest_day,
-                backtest.evaluate(&log, backtest_day),
-            ));
+            evaluations.push(DayEvaluation {
+                role: "backtest",
+                test_day: backtest_day,
+                metrics: backtest.evaluate(&log, backtest_day),
+            });
         }
         if !log
             .slice(TimeWindow::days(day, day + chrono::Days::new(1)))
             .is_empty()
         {
-            evaluations.push(("served", day, models.evaluate(&log, day)));
+            evaluations.push(DayEvaluation {
+                role: "served",
+                test_day: day,
+                metrics: models.evaluate(&log, day),
+            });
         }
         let eval_ms = elapsed_ms(eval_started);
         Ok((log, models, evaluations, fit_ms, eval_ms))
@@ -92,7 +104,12 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
     .await
     .map_err(|join| TrainError::Internal(join.to_string()))??;
     let (log, models, evaluations, fit_ms, eval_ms) = fitted;
-    for (role, test_day, metrics) in &evaluations {
+    for DayEvaluation {
+        role,
+        test_day,
+        metrics,
+    } in &evaluations
+    {
         for (name, m) in metrics {
             tracing::info!(role, %test_day, model = name, hr = m.hit_rate, ndcg = m.ndcg, users = m.users, "P1");
         }
@@ -161,19 +178,25 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
         ],
         evaluations: evaluations
             .iter()
-            .map(|(role, test_day, metrics)| Evaluation {
-                role: (*role).into(),
-                test_date: test_day.to_string(),
-                metrics: metrics
-                    .iter()
-                    .map(|(name, m)| {
-                        (
-                            (*name).to_owned(),
-                            serde_json::to_value(m).unwrap_or_default(),
-                        )
-                    })
-                    .collect(),
-            })
+            .map(
+                |DayEvaluation {
+                     role,
+                     test_day,
+                     metrics,
+                 }| Evaluation {
+                    role: (*role).into(),
+                    test_date: test_day.to_string(),
+                    metrics: metrics
+                        .iter()
+                        .map(|(name, m)| {
+                            (
+                                (*name).to_owned(),
+                                serde_json::to_value(m).unwrap_or_default(),
+                            )
+                        })
+                        .collect(),
+                },
+            )
             .collect(),
         chosen_model: chosen.to_owned(),
         chosen_because,
@@ -198,11 +221,12 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
 
 /// Picks the model with the best backtest figure; co-occurrence (the personalised model) when
 /// there is no backtest to decide by or on a tie.
-fn choose_model(
-    evaluations: &[(&str, NaiveDate, Vec<(&'static str, EvalMetrics)>)],
-    metric: &str,
-) -> (&'static str, String) {
-    let Some((_, test_day, metrics)) = evaluations.iter().find(|(role, ..)| *role == "backtest")
+fn choose_model(evaluations: &[DayEvaluation], metric: &str) -> (&'static str, String) {
+    let Some(DayEvaluation {
+        test_day, metrics, ..
+    }) = evaluations
+        .iter()
+        .find(|evaluation| evaluation.role == "backtest")
     else {
         return (
             "cooccurrence",
