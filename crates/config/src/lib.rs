@@ -490,4 +490,12 @@ mod tests {
             Err(ConfigError::NotFound { .. })
         ));
     }
+
+    proptest::proptest! {
+        // Fuzz: arbitrary text is parsed or refused with an error, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "[a-z_\\[\\]=\"0-9. \n]{0,200}") {
+            let _ = Config::from_toml(&text);
+        }
+    }
 }

@@ -79,6 +79,8 @@ pub struct ImportReport {
     pub objects: usize,
     /// Earliest and latest event time imported (epoch ms), when anything was imported.
     pub time_range: Option<(i64, i64)>,
+    /// Imported events per UTC day.
+    pub events_per_day: std::collections::BTreeMap<chrono::NaiveDate, u64>,
     /// The first row errors, in full: `clicks.csv.gz:7: column "click_timestamp": ...`.
     pub sample_errors: Vec<String>,
 }
@@ -165,6 +167,13 @@ impl Sink<'_> {
                     .get_or_insert((event.ts_ms, event.ts_ms));
                 *first = (*first).min(event.ts_ms);
                 *last = (*last).max(event.ts_ms);
+                if let Some(time) = DateTime::from_timestamp_millis(event.ts_ms) {
+                    *self
+                        .report
+                        .events_per_day
+                        .entry(time.date_naive())
+                        .or_default() += 1;
+                }
                 self.chunk.push(event);
                 if self.chunk.len() >= self.chunk_events {
                     return self.send();

@@ -12,7 +12,6 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
-use chrono::DateTime;
 use futures::{StreamExt, TryStreamExt};
 use newsrec_config::Config;
 use newsrec_event::ClickEvent;
@@ -116,13 +115,20 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
             report.files,
             started.elapsed().as_secs_f64()
         );
-        let Some((_, last)) = report.time_range else {
+        // Real logs carry stray clicks far from the bulk (clock skew); the serving day is the
+        // last day holding at least 1 % of the busiest day's clicks.
+        let busiest = report.events_per_day.values().copied().max().unwrap_or(0);
+        let Some(last_day) = report
+            .events_per_day
+            .iter()
+            .rev()
+            .find(|(_, count)| **count * 100 >= busiest)
+            .map(|(day, _)| *day)
+        else {
             bail!("the CSV files held no valid clicks")
         };
-        let last_day = DateTime::from_timestamp_millis(last)
-            .map(|t| t.date_naive())
-            .context("time out of range")?;
-        (last_day, Vec::new())
+        let serving_day = last_day;
+        (serving_day, Vec::new())
     };
 
     let run_id = super::train::default_run_id(serving_day);
