@@ -96,6 +96,8 @@ pub enum KvError {
     NothingToRollBackTo { current: Option<Generation> },
     #[error("unsupported store uri {uri:?}: {reason}")]
     UnsupportedUri { uri: String, reason: String },
+    #[error("{backend} error: {reason}")]
+    Backend { backend: &'static str, reason: String },
 }
 
 /// The serving store contract (see the crate documentation).
