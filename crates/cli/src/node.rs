@@ -2,12 +2,23 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
+use anyhow::Context;
+use axum::http::{HeaderValue, Method, header};
 use newsrec_config::Config;
+use newsrec_event::{ClickEvent, EventType};
+use newsrec_ingest::AcceptedHook;
 use newsrec_ingest::{BatchLimits, BatcherTask, IngestState, spawn_batcher};
 use newsrec_kv::RecStore;
 use newsrec_lake::Lake;
-use newsrec_serve::{MetricsRender, ServeState, spawn_refresher};
+use newsrec_serve::{
+    Guard, MetricsRender, ServeState,
+    auth::{ApiKeys, require_key},
+    history::{HistoryLimits, ReadHistory},
+    shed::Shedder,
+    spawn_refresher,
+};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tower_http::cors::CorsLayer;
 
 use crate::settings::{open_lake, open_store};
 
@@ -52,20 +63,71 @@ impl Node {
             max_age: Duration::from_millis(config.ingest.batch_max_age_ms),
         };
         let (batcher_handle, batcher) = spawn_batcher(lake.clone(), config.node_id.clone(), limits);
-        let ingest = newsrec_ingest::router(IngestState {
+        let serve_config = &config.serve;
+        let history = Arc::new(ReadHistory::new(HistoryLimits {
+            max_users: serve_config.history_max_users,
+            max_reads_per_user: serve_config.history_reads_per_user,
+            ttl_ms: i64::from(serve_config.history_ttl_hours) * 3_600_000,
+        }));
+        let hook_history = Arc::clone(&history);
+        let on_accepted: AcceptedHook = Arc::new(move |events: &[ClickEvent]| {
+            for event in events
+                .iter()
+                .filter(|event| event.event_type == EventType::Click)
+            {
+                hook_history.record(&event.user_id, &event.article_id, event.ts_ms);
+            }
+        });
+        let mut ingest = newsrec_ingest::router(IngestState {
             batcher: batcher_handle,
             max_body_bytes: config.ingest.max_body_bytes,
             max_records_per_request: config.ingest.max_records_per_request,
-        });
-        let serve = newsrec_serve::router(ServeState {
-            store: Arc::clone(&store),
-            default_k: config.serve.default_k,
-            max_k: config.serve.max_k,
-            metrics: options.metrics.clone(),
-        });
+            on_accepted: Some(on_accepted),
+        })
+        .route_layer(axum::middleware::from_fn_with_state(
+            ApiKeys::new(config.ingest.write_keys.clone()),
+            require_key,
+        ));
+        if !config.ingest.cors_origins.is_empty() {
+            let origins: Vec<HeaderValue> = config
+                .ingest
+                .cors_origins
+                .iter()
+                .map(|origin| HeaderValue::from_str(origin))
+                .collect::<Result<_, _>>()
+                .context("ingest.cors_origins")?;
+            ingest = ingest.layer(
+                CorsLayer::new()
+                    .allow_origin(origins)
+                    .allow_methods([Method::POST])
+                    .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
+            );
+        }
+        if serve_config.api_keys.is_empty() {
+            tracing::warn!(
+                "serve.api_keys is empty: recommendation routes are open to anyone who can reach this node"
+            );
+        }
+        let guard = Guard {
+            keys: ApiKeys::new(serve_config.api_keys.clone()),
+            shedder: Shedder::new(
+                serve_config.max_in_flight,
+                Duration::from_millis(serve_config.queue_budget_ms),
+            ),
+        };
+        let serve = newsrec_serve::router(
+            ServeState {
+                store: Arc::clone(&store),
+                default_k: serve_config.default_k,
+                max_k: serve_config.max_k,
+                metrics: options.metrics.clone(),
+                history: Some(history),
+            },
+            guard,
+        );
         let refresher = spawn_refresher(
             Arc::clone(&store),
-            Duration::from_millis(config.serve.refresh_interval_ms),
+            Duration::from_millis(serve_config.refresh_interval_ms),
         );
         let app = ingest.merge(serve);
         let addr = listener.local_addr()?;

@@ -150,5 +150,27 @@ async fn clicks_in_recommendations_out() {
         "a reader with history gets more than the fallback"
     );
 
+    // A click posted after the publish is filtered out at once (the node sees its own ingest).
+    let top = ids(&reader)[0].clone();
+    let click = format!(
+        r#"{{"user_id":"user0","article_id":"{top}","ts":{}}}"#,
+        stream.events.last().unwrap().ts_ms
+    );
+    let reply: Value = client
+        .post(format!("{base}/v1/events"))
+        .body(click)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    let after = get("user0").await;
+    assert!(
+        !ids(&after).contains(&top),
+        "{top} was read after the publish: {after}"
+    );
+
     node.shutdown().await.unwrap();
 }

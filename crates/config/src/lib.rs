@@ -59,6 +59,10 @@ pub struct IngestConfig {
     pub batch_max_bytes: usize,
     /// ...or when its first event has waited this long.
     pub batch_max_age_ms: u64,
+    /// Bearer keys accepted by `POST /v1/events`; empty = open (e.g. browsers on a trusted site).
+    pub write_keys: Vec<String>,
+    /// Origins allowed to post events from a browser (CORS); empty = no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +121,18 @@ pub struct ServeConfig {
     pub max_k: usize,
     /// How often a serving node checks the store for a new generation.
     pub refresh_interval_ms: u64,
+    /// Bearer keys accepted by the recommendation routes; empty = open.
+    pub api_keys: Vec<String>,
+    /// Recommendation requests served at once; more wait up to `queue_budget_ms`...
+    pub max_in_flight: usize,
+    /// ...and are then refused with a fast 503 + Retry-After.
+    pub queue_budget_ms: u64,
+    /// Users whose recent reads this node remembers (for filtering read articles).
+    pub history_max_users: usize,
+    /// Recent reads remembered per user.
+    pub history_reads_per_user: usize,
+    /// How long a read is remembered, hours of event time.
+    pub history_ttl_hours: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -149,6 +165,8 @@ impl Default for IngestConfig {
             batch_max_events: 50_000,
             batch_max_bytes: 16 * 1024 * 1024,
             batch_max_age_ms: 500,
+            write_keys: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -204,6 +222,12 @@ impl Default for ServeConfig {
             default_k: 10,
             max_k: 100,
             refresh_interval_ms: 1_000,
+            api_keys: Vec::new(),
+            max_in_flight: 512,
+            queue_budget_ms: 50,
+            history_max_users: 1_000_000,
+            history_reads_per_user: 100,
+            history_ttl_hours: 48,
         }
     }
 }
@@ -433,6 +457,44 @@ impl Config {
                 "serve.refresh_interval_ms",
                 format!("must be 50..=600000, got {}", serve.refresh_interval_ms),
             );
+        }
+        if !(1..=100_000).contains(&serve.max_in_flight) {
+            return invalid(
+                "serve.max_in_flight",
+                format!("must be 1..=100000, got {}", serve.max_in_flight),
+            );
+        }
+        if serve.queue_budget_ms > 10_000 {
+            return invalid(
+                "serve.queue_budget_ms",
+                format!("must be at most 10000, got {}", serve.queue_budget_ms),
+            );
+        }
+        if !(1..=100_000_000).contains(&serve.history_max_users) {
+            return invalid(
+                "serve.history_max_users",
+                format!("must be 1..=100000000, got {}", serve.history_max_users),
+            );
+        }
+        if !(1..=10_000).contains(&serve.history_reads_per_user) {
+            return invalid(
+                "serve.history_reads_per_user",
+                format!("must be 1..=10000, got {}", serve.history_reads_per_user),
+            );
+        }
+        if !(1..=24 * 365).contains(&serve.history_ttl_hours) {
+            return invalid(
+                "serve.history_ttl_hours",
+                format!("must be 1..=8760, got {}", serve.history_ttl_hours),
+            );
+        }
+        for origin in &self.ingest.cors_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return invalid(
+                    "ingest.cors_origins",
+                    format!("each origin must start with http:// or https://, got {origin:?}"),
+                );
+            }
         }
         Ok(())
     }

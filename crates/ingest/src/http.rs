@@ -16,17 +16,33 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use newsrec_event::{Rejection, parse_body};
+use std::sync::Arc;
+
+use newsrec_event::{ClickEvent, Rejection, parse_body};
 use serde::Serialize;
 
 use crate::batcher::{BatcherHandle, SubmitError};
 
+/// Called with a request's events once they are acknowledged (e.g. to update real-time signals).
+pub type AcceptedHook = Arc<dyn Fn(&[ClickEvent]) + Send + Sync>;
+
 /// What the ingest routes need.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IngestState {
     pub batcher: BatcherHandle,
     pub max_body_bytes: usize,
     pub max_records_per_request: usize,
+    pub on_accepted: Option<AcceptedHook>,
+}
+
+impl std::fmt::Debug for IngestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestState")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_records_per_request", &self.max_records_per_request)
+            .field("on_accepted", &self.on_accepted.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The reply to a request whose body could be split into records.
@@ -113,7 +129,12 @@ async fn post_events(
     if let Some(first) = parsed.rejected.first() {
         tracing::info!(accepted, rejected = parsed.rejected.len(), first = %first, "records rejected");
     }
+    // Only acknowledged events reach the hook, so it never sees an event the lake lacks.
+    let accepted_events = state.on_accepted.as_ref().map(|_| parsed.events.clone());
     state.batcher.submit(parsed.events).await?;
+    if let (Some(hook), Some(events)) = (&state.on_accepted, accepted_events) {
+        hook(&events);
+    }
     metrics::counter!("newsrec_ingest_events_accepted_total").increment(accepted as u64);
     let status = if accepted == 0 && !parsed.rejected.is_empty() {
         StatusCode::BAD_REQUEST

@@ -10,4 +10,4 @@ mod http;
 pub mod import;
 
 pub use batcher::{BatchLimits, BatcherHandle, BatcherTask, SubmitError, spawn_batcher};
-pub use http::{IngestError, IngestReply, IngestState, router};
+pub use http::{AcceptedHook, IngestError, IngestReply, IngestState, router};

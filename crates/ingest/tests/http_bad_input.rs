@@ -25,6 +25,7 @@ fn app(lake: &Lake, max_body_bytes: usize) -> (axum::Router, newsrec_ingest::Bat
             batcher,
             max_body_bytes,
             max_records_per_request: 100,
+            on_accepted: None,
         }),
         task,
     )

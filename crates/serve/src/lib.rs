@@ -6,6 +6,10 @@
 //! short after exclusions, get the generation's fallback (popularity) list, and every item says
 //! which it came from. A background refresher picks up generations published by other processes.
 
+pub mod auth;
+pub mod history;
+pub mod shed;
+
 use std::{
     collections::HashSet,
     sync::Arc,
@@ -37,6 +41,15 @@ pub struct ServeState {
     pub default_k: usize,
     pub max_k: usize,
     pub metrics: Option<MetricsRender>,
+    /// This node's view of recent reads (from its own ingest), filtered out of every list.
+    pub history: Option<Arc<history::ReadHistory>>,
+}
+
+/// What guards the recommendation routes.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub keys: auth::ApiKeys,
+    pub shedder: shed::Shedder,
 }
 
 impl std::fmt::Debug for ServeState {
@@ -116,12 +129,23 @@ impl IntoResponse for ServeError {
     }
 }
 
-/// The serving routes.
-pub fn router(state: ServeState) -> Router {
-    Router::new()
+/// The serving routes: recommendations behind the API keys and the load shedder; `/healthz`
+/// and `/metrics` open, so probes and scrapers work even when the node sheds load.
+pub fn router(state: ServeState, guard: Guard) -> Router {
+    let guarded = Router::new()
         .route("/v1/users/{user_id}/recommendations", get(recommendations))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard.keys,
+            auth::require_key,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard.shedder,
+            shed::shed_load,
+        ));
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
+        .merge(guarded)
         .with_state(state)
 }
 
@@ -174,7 +198,7 @@ async fn recommendations(
             state.max_k
         )));
     }
-    let exclude: HashSet<&str> = query
+    let mut exclude: HashSet<&str> = query
         .exclude
         .as_deref()
         .unwrap_or("")
@@ -187,6 +211,13 @@ async fn recommendations(
             exclude.len()
         )));
     }
+    // Articles read since the last training are not in the list's exclusions yet.
+    let recent_reads = state
+        .history
+        .as_ref()
+        .map(|history| history.reads(&user_id))
+        .unwrap_or_default();
+    exclude.extend(recent_reads.iter().map(String::as_str));
     let personal = state
         .store
         .user_list(&user_id)
@@ -328,12 +359,18 @@ mod tests {
     async fn personalized_fallback_exclusions_and_errors() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let app = router(ServeState {
+        let guard = Guard {
+            keys: auth::ApiKeys::default(),
+            shedder: shed::Shedder::new(64, Duration::from_millis(50)),
+        };
+        let state = ServeState {
             store: store.clone(),
             default_k: 3,
             max_k: 10,
             metrics: None,
-        });
+            history: None,
+        };
+        let app = router(state, guard);
         let (status, body) = get(&app, "/v1/users/u1/recommendations").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 
@@ -370,5 +407,109 @@ mod tests {
         let (status, body) = get(&app, "/healthz").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["run_id"], "run-1");
+    }
+
+    /// Delays every list lookup, to hold requests in flight.
+    #[derive(Debug)]
+    struct SlowStore(EmbeddedStore);
+
+    #[async_trait::async_trait]
+    impl RecStore for SlowStore {
+        async fn create_generation(
+            &self,
+            run_id: &str,
+        ) -> Result<Box<dyn newsrec_kv::GenerationWriter>, KvError> {
+            self.0.create_generation(run_id).await
+        }
+        async fn generations(&self) -> Result<Vec<newsrec_kv::GenerationInfo>, KvError> {
+            self.0.generations().await
+        }
+        async fn current(&self) -> Result<Option<newsrec_kv::GenerationInfo>, KvError> {
+            self.0.current().await
+        }
+        async fn activate(&self, generation: Generation) -> Result<(), KvError> {
+            self.0.activate(generation).await
+        }
+        async fn prune(&self, keep: usize) -> Result<Vec<Generation>, KvError> {
+            self.0.prune(keep).await
+        }
+        async fn refresh(&self) -> Result<bool, KvError> {
+            self.0.refresh().await
+        }
+        async fn user_list(
+            &self,
+            user_id: &str,
+        ) -> Result<Option<newsrec_kv::StoredList>, KvError> {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            self.0.user_list(user_id).await
+        }
+        async fn fallback_list(&self) -> Result<Option<newsrec_kv::StoredList>, KvError> {
+            self.0.fallback_list().await
+        }
+    }
+
+    #[tokio::test]
+    async fn api_keys_read_history_and_load_shedding() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SlowStore(EmbeddedStore::open(dir.path()).unwrap()));
+        conformance::publish(store.as_ref(), "run-1", &[("u1", &["a1", "a2", "a3"])]).await;
+        let history = Arc::new(history::ReadHistory::new(history::HistoryLimits {
+            max_users: 100,
+            max_reads_per_user: 10,
+            ttl_ms: 3_600_000,
+        }));
+        let guard = Guard {
+            keys: auth::ApiKeys::new(vec!["secret".into()]),
+            shedder: shed::Shedder::new(1, Duration::from_millis(20)),
+        };
+        let state = ServeState {
+            store,
+            default_k: 3,
+            max_k: 10,
+            metrics: None,
+            history: Some(history.clone()),
+        };
+        let app = router(state, guard);
+        let request = |key: Option<&str>| {
+            let mut builder = axum::http::Request::get("/v1/users/u1/recommendations");
+            if let Some(key) = key {
+                builder = builder.header("authorization", format!("Bearer {key}"));
+            }
+            builder.body(Body::empty()).unwrap()
+        };
+        let status = |response: Response| response.status();
+        assert_eq!(
+            status(app.clone().oneshot(request(None)).await.unwrap()),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(app.clone().oneshot(request(Some("wrong"))).await.unwrap()),
+            StatusCode::UNAUTHORIZED
+        );
+        let (health, _) = get(&app, "/healthz").await;
+        assert_eq!(health, StatusCode::OK, "probes need no key");
+
+        // A read posted after the publish never comes back.
+        history.record("u1", "a1", 1_000);
+        let response = app.clone().oneshot(request(Some("secret"))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Recommendations =
+            serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes())
+                .unwrap();
+        let ids: Vec<&str> = body.items.iter().map(|i| i.article_id.as_str()).collect();
+        assert_eq!(ids, ["a2", "a3", "f1"]);
+
+        // One permit, held 300 ms by the first request: the second waits 20 ms, then is shed.
+        let first = tokio::spawn(app.clone().oneshot(request(Some("secret"))));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let shed = app.clone().oneshot(request(Some("secret"))).await.unwrap();
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.headers()[header::RETRY_AFTER], "1");
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "shed fast, not after the wait"
+        );
+        assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
     }
 }

@@ -1,0 +1,143 @@
+//! Recent reads per user, fed by this node's ingest, so an article read after the last publish is
+//! never recommended back; plus the event-time watermark serving uses as "now".
+//!
+//! Memory is bounded: at most `max_reads_per_user` reads per user (oldest dropped) and at most
+//! `max_users` users (when full, the user whose newest read is oldest in the shard is evicted).
+//! Reads older than `ttl` behind the watermark are dropped: by then the next daily lists already
+//! exclude them. Time is event time, so replays and backfills behave like live traffic.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::{BuildHasher, RandomState},
+    sync::{
+        Mutex,
+        atomic::{AtomicI64, AtomicUsize, Ordering},
+    },
+};
+
+const SHARDS: usize = 64;
+
+/// Bounds of a [`ReadHistory`].
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    pub max_users: usize,
+    pub max_reads_per_user: usize,
+    pub ttl_ms: i64,
+}
+
+/// Recent reads of each user.
+#[derive(Debug)]
+pub struct ReadHistory {
+    limits: HistoryLimits,
+    hasher: RandomState,
+    shards: Vec<Mutex<HashMap<String, VecDeque<(String, i64)>>>>,
+    watermark_ms: AtomicI64,
+    users: AtomicUsize,
+}
+
+impl ReadHistory {
+    pub fn new(limits: HistoryLimits) -> ReadHistory {
+        ReadHistory {
+            limits,
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            watermark_ms: AtomicI64::new(0),
+            users: AtomicUsize::new(0),
+        }
+    }
+
+    /// Newest event time seen (epoch ms), 0 before any.
+    pub fn watermark_ms(&self) -> i64 {
+        self.watermark_ms.load(Ordering::Relaxed)
+    }
+
+    /// Users currently tracked.
+    pub fn users(&self) -> usize {
+        self.users.load(Ordering::Relaxed)
+    }
+
+    /// Records that `user_id` read `article_id` at `ts_ms`.
+    pub fn record(&self, user_id: &str, article_id: &str, ts_ms: i64) {
+        self.watermark_ms.fetch_max(ts_ms, Ordering::Relaxed);
+        let horizon = self.watermark_ms() - self.limits.ttl_ms;
+        if ts_ms < horizon {
+            return;
+        }
+        let per_shard = self.limits.max_users.div_ceil(SHARDS).max(1);
+        let mut shard = self
+            .shard(user_id)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !shard.contains_key(user_id) && shard.len() >= per_shard {
+            let stalest = shard
+                .iter()
+                .min_by_key(|(_, reads)| reads.back().map_or(i64::MIN, |(_, ts)| *ts))
+                .map(|(user, _)| user.clone());
+            if let Some(stalest) = stalest {
+                shard.remove(&stalest);
+                self.users.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let reads = shard.entry(user_id.to_owned()).or_insert_with(|| {
+            self.users.fetch_add(1, Ordering::Relaxed);
+            VecDeque::new()
+        });
+        while reads.front().is_some_and(|(_, ts)| *ts < horizon) {
+            reads.pop_front();
+        }
+        if reads.len() >= self.limits.max_reads_per_user {
+            reads.pop_front();
+        }
+        reads.push_back((article_id.to_owned(), ts_ms));
+    }
+
+    /// Articles `user_id` read within the TTL.
+    pub fn reads(&self, user_id: &str) -> Vec<String> {
+        let horizon = self.watermark_ms() - self.limits.ttl_ms;
+        let shard = self
+            .shard(user_id)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        shard
+            .get(user_id)
+            .map(|reads| {
+                reads
+                    .iter()
+                    .filter(|(_, ts)| *ts >= horizon)
+                    .map(|(a, _)| a.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn shard(&self, user_id: &str) -> &Mutex<HashMap<String, VecDeque<(String, i64)>>> {
+        &self.shards[(self.hasher.hash_one(user_id) as usize) % SHARDS]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_per_user_and_in_users_and_by_ttl() {
+        let history = ReadHistory::new(HistoryLimits {
+            max_users: SHARDS,
+            max_reads_per_user: 2,
+            ttl_ms: 1000,
+        });
+        history.record("u", "a", 10);
+        history.record("u", "b", 20);
+        history.record("u", "c", 30);
+        assert_eq!(history.reads("u"), ["b", "c"]);
+        history.record("other", "x", 2000);
+        assert!(
+            history.reads("u").is_empty(),
+            "older than the TTL behind the watermark"
+        );
+        for user in 0..SHARDS * 10 {
+            history.record(&format!("user{user}"), "a", 2000);
+        }
+        assert!(history.users() <= SHARDS, "{}", history.users());
+    }
+}
