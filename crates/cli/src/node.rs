@@ -56,7 +56,7 @@ impl Node {
     pub async fn start(options: NodeOptions, listener: TcpListener) -> anyhow::Result<Node> {
         let config = &options.config;
         let lake = open_lake(config, &options.data_dir)?;
-        let store = open_store(config, &options.data_dir)?;
+        let store = open_store(config, &options.data_dir).await?;
         let limits = BatchLimits {
             max_events: config.ingest.batch_max_events,
             max_bytes: config.ingest.batch_max_bytes,

@@ -5,7 +5,7 @@ use std::{path::Path, sync::Arc};
 
 use anyhow::{Context, bail};
 use newsrec_config::Config;
-use newsrec_kv::{EmbeddedStore, RecStore};
+use newsrec_kv::{DynamoStore, EmbeddedStore, RecStore, RedisStore};
 use newsrec_lake::Lake;
 use newsrec_model::{Blend, CooccurrenceParams, PopularityParams, Similarity};
 use newsrec_train::TrainSettings;
@@ -20,12 +20,26 @@ pub fn open_lake(config: &Config, data_dir: &Path) -> anyhow::Result<Lake> {
     Lake::open(&uri).with_context(|| format!("opening the lake at {uri}"))
 }
 
-/// The serving store of this node: `kv.uri`, or the embedded store in `<data-dir>/kv`.
-pub fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn RecStore>> {
-    if !config.kv.uri.is_empty() {
+/// The serving store of this node: `kv.uri` (`redis://host:port/db?prefix=NAME`,
+/// `dynamodb://TABLE?endpoint=URL&region=R&create=true`), or the embedded store in
+/// `<data-dir>/kv` when empty.
+pub async fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn RecStore>> {
+    let uri = config.kv.uri.as_str();
+    if uri.starts_with("redis://") {
+        let store = RedisStore::connect(uri)
+            .await
+            .context("connecting to the Redis serving store")?;
+        return Ok(Arc::new(store));
+    }
+    if uri.starts_with("dynamodb://") {
+        let store = DynamoStore::connect(uri)
+            .await
+            .context("connecting to the DynamoDB serving store")?;
+        return Ok(Arc::new(store));
+    }
+    if !uri.is_empty() {
         bail!(
-            "unsupported kv.uri {:?}: this build serves from the embedded store only; leave kv.uri empty",
-            config.kv.uri
+            "unsupported kv.uri {uri:?}: use redis://…, dynamodb://… or leave it empty for the embedded store"
         );
     }
     let dir = data_dir.join("kv");

@@ -18,10 +18,14 @@
 
 mod codec;
 pub mod conformance;
+mod dynamodb_store;
 mod embedded;
+mod redis_store;
 
 pub use codec::{CodecError, decode_items, encode_items};
+pub use dynamodb_store::DynamoStore;
 pub use embedded::EmbeddedStore;
+pub use redis_store::RedisStore;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -97,7 +101,10 @@ pub enum KvError {
     #[error("unsupported store uri {uri:?}: {reason}")]
     UnsupportedUri { uri: String, reason: String },
     #[error("{backend} error: {reason}")]
-    Backend { backend: &'static str, reason: String },
+    Backend {
+        backend: &'static str,
+        reason: String,
+    },
 }
 
 /// The serving store contract (see the crate documentation).

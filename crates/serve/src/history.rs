@@ -17,6 +17,9 @@ use std::{
 
 const SHARDS: usize = 64;
 
+/// One shard: user id → (article id, event time) oldest first.
+type Shard = Mutex<HashMap<String, VecDeque<(String, i64)>>>;
+
 /// Bounds of a [`ReadHistory`].
 #[derive(Debug, Clone, Copy)]
 pub struct HistoryLimits {
@@ -30,7 +33,7 @@ pub struct HistoryLimits {
 pub struct ReadHistory {
     limits: HistoryLimits,
     hasher: RandomState,
-    shards: Vec<Mutex<HashMap<String, VecDeque<(String, i64)>>>>,
+    shards: Vec<Shard>,
     watermark_ms: AtomicI64,
     users: AtomicUsize,
 }
@@ -110,7 +113,7 @@ impl ReadHistory {
             .unwrap_or_default()
     }
 
-    fn shard(&self, user_id: &str) -> &Mutex<HashMap<String, VecDeque<(String, i64)>>> {
+    fn shard(&self, user_id: &str) -> &Shard {
         &self.shards[(self.hasher.hash_one(user_id) as usize) % SHARDS]
     }
 }

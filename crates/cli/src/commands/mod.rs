@@ -1,5 +1,6 @@
 //! The command line: global options, one module per command.
 
+mod bench;
 mod demo;
 mod eval;
 mod import;
@@ -59,6 +60,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Capacity and cost plan for a workload
     Plan(plan::PlanArgs),
+    /// Benchmark a stage against its peer on this machine (newsrec bench serve)
+    Bench(bench::BenchArgs),
 }
 
 /// Sets up logging to stderr.
@@ -90,6 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback => publish::rollback(&load_config()?, &cli.data_dir).await,
         Command::Demo(args) => demo::run(load_config()?, &cli.data_dir, args).await,
         Command::Plan(args) => plan::run(&args),
+        Command::Bench(args) => bench::run(&load_config()?, args).await,
     }
 }
 
