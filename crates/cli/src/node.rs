@@ -12,6 +12,7 @@ use newsrec_kv::RecStore;
 use newsrec_lake::Lake;
 use newsrec_serve::{
     Guard, MetricsRender, ServeState,
+    articles::ArticleRegistry,
     auth::{ApiKeys, require_key},
     history::{HistoryLimits, ReadHistory},
     shed::Shedder,
@@ -69,13 +70,19 @@ impl Node {
             max_reads_per_user: serve_config.history_reads_per_user,
             ttl_ms: i64::from(serve_config.history_ttl_hours) * 3_600_000,
         }));
-        let hook_history = Arc::clone(&history);
+        let max_age_ms = i64::from(serve_config.article_max_age_hours) * 3_600_000;
+        let articles = Arc::new(
+            ArticleRegistry::open(&options.data_dir.join("serve"), max_age_ms)
+                .context("opening the article registry")?,
+        );
+        let (hook_history, hook_articles) = (Arc::clone(&history), Arc::clone(&articles));
         let on_accepted: AcceptedHook = Arc::new(move |events: &[ClickEvent]| {
             for event in events
                 .iter()
                 .filter(|event| event.event_type == EventType::Click)
             {
                 hook_history.record(&event.user_id, &event.article_id, event.ts_ms);
+                hook_articles.observe_click(&event.article_id, event.ts_ms);
             }
         });
         let mut ingest = newsrec_ingest::router(IngestState {
@@ -103,6 +110,11 @@ impl Node {
                     .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
             );
         }
+        if serve_config.admin_keys.is_empty() {
+            tracing::warn!(
+                "serve.admin_keys is empty: anyone who can reach this node can register articles"
+            );
+        }
         if serve_config.api_keys.is_empty() {
             tracing::warn!(
                 "serve.api_keys is empty: recommendation routes are open to anyone who can reach this node"
@@ -110,6 +122,7 @@ impl Node {
         }
         let guard = Guard {
             keys: ApiKeys::new(serve_config.api_keys.clone()),
+            admin_keys: ApiKeys::new(serve_config.admin_keys.clone()),
             shedder: Shedder::new(
                 serve_config.max_in_flight,
                 Duration::from_millis(serve_config.queue_budget_ms),
@@ -122,6 +135,7 @@ impl Node {
                 max_k: serve_config.max_k,
                 metrics: options.metrics.clone(),
                 history: Some(history),
+                articles: Some(articles),
             },
             guard,
         );

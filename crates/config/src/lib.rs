@@ -123,6 +123,11 @@ pub struct ServeConfig {
     pub refresh_interval_ms: u64,
     /// Bearer keys accepted by the recommendation routes; empty = open.
     pub api_keys: Vec<String>,
+    /// Bearer keys accepted by the admin routes (article registration); empty = open.
+    pub admin_keys: Vec<String>,
+    /// An article is not served once this many hours have passed since it was published (or,
+    /// publish time unknown, since its first click), unless it has its own expiry.
+    pub article_max_age_hours: u32,
     /// Recommendation requests served at once; more wait up to `queue_budget_ms`...
     pub max_in_flight: usize,
     /// ...and are then refused with a fast 503 + Retry-After.
@@ -223,6 +228,8 @@ impl Default for ServeConfig {
             max_k: 100,
             refresh_interval_ms: 1_000,
             api_keys: Vec::new(),
+            admin_keys: Vec::new(),
+            article_max_age_hours: 48,
             max_in_flight: 512,
             queue_budget_ms: 50,
             history_max_users: 1_000_000,
@@ -456,6 +463,12 @@ impl Config {
             return invalid(
                 "serve.refresh_interval_ms",
                 format!("must be 50..=600000, got {}", serve.refresh_interval_ms),
+            );
+        }
+        if !(1..=24 * 3650).contains(&serve.article_max_age_hours) {
+            return invalid(
+                "serve.article_max_age_hours",
+                format!("must be 1..=87600, got {}", serve.article_max_age_hours),
             );
         }
         if !(1..=100_000).contains(&serve.max_in_flight) {

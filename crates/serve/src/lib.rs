@@ -6,6 +6,7 @@
 //! short after exclusions, get the generation's fallback (popularity) list, and every item says
 //! which it came from. A background refresher picks up generations published by other processes.
 
+pub mod articles;
 pub mod auth;
 pub mod history;
 pub mod shed;
@@ -43,12 +44,16 @@ pub struct ServeState {
     pub metrics: Option<MetricsRender>,
     /// This node's view of recent reads (from its own ingest), filtered out of every list.
     pub history: Option<Arc<history::ReadHistory>>,
+    /// Article metadata: expired articles are never served; newest articles end the fallback chain.
+    pub articles: Option<Arc<articles::ArticleRegistry>>,
 }
 
 /// What guards the recommendation routes.
 #[derive(Debug, Clone)]
 pub struct Guard {
     pub keys: auth::ApiKeys,
+    /// Keys for the admin routes (article registration).
+    pub admin_keys: auth::ApiKeys,
     pub shedder: shed::Shedder,
 }
 
@@ -67,7 +72,10 @@ impl std::fmt::Debug for ServeState {
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Personalized,
+    /// The generation's decayed-popularity list.
     Fallback,
+    /// Newest registered articles, when both lists run short.
+    Latest,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +106,7 @@ struct RecommendationQuery {
 #[derive(Debug)]
 enum ServeError {
     BadRequest(String),
+    Internal(String),
     NothingPublished,
     Store(KvError),
 }
@@ -106,6 +115,10 @@ impl IntoResponse for ServeError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
             ServeError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            ServeError::Internal(message) => {
+                tracing::error!(%message, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, message)
+            }
             ServeError::NothingPublished => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no generation is published yet: run `newsrec train` then `newsrec publish`"
@@ -142,11 +155,126 @@ pub fn router(state: ServeState, guard: Guard) -> Router {
             guard.shedder,
             shed::shed_load,
         ));
+    let admin = Router::new()
+        .route("/v1/articles", axum::routing::put(register_articles))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard.admin_keys,
+            auth::require_key,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .merge(guarded)
+        .merge(admin)
         .with_state(state)
+}
+
+/// Most articles accepted in one registration request.
+const MAX_ARTICLES_PER_REQUEST: usize = 10_000;
+
+/// `PUT /v1/articles`: a JSON array of `{article_id, published_at, category?, expires_at?}`
+/// (times as RFC 3339 or epoch milliseconds). Valid records are kept; each refused one is
+/// reported with its index and reason.
+async fn register_articles(
+    State(state): State<ServeState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ServeError> {
+    let Some(registry) = &state.articles else {
+        return Err(ServeError::BadRequest(
+            "this node keeps no article registry".into(),
+        ));
+    };
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|error| {
+        ServeError::BadRequest(format!("body must be a JSON array of articles: {error}"))
+    })?;
+    if records.len() > MAX_ARTICLES_PER_REQUEST {
+        return Err(ServeError::BadRequest(format!(
+            "{} articles in one request, at most {MAX_ARTICLES_PER_REQUEST}",
+            records.len()
+        )));
+    }
+    let mut accepted = Vec::new();
+    let mut rejected = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        match article_from_json(record) {
+            Ok(meta) => accepted.push(meta),
+            Err(reason) => rejected.push(serde_json::json!({ "index": index, "reason": reason })),
+        }
+    }
+    let registered = accepted.len();
+    let registry = Arc::clone(registry);
+    tokio::task::spawn_blocking(move || registry.register(accepted))
+        .await
+        .map_err(|join| ServeError::Internal(join.to_string()))?
+        .map_err(|error| ServeError::Internal(error.to_string()))?;
+    let status = if registered == 0 && !rejected.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({ "registered": registered, "rejected": rejected })),
+    )
+        .into_response())
+}
+
+fn article_from_json(record: &serde_json::Value) -> Result<articles::ArticleMeta, String> {
+    let object = record
+        .as_object()
+        .ok_or("field \"record\": expected a JSON object")?;
+    let article_id = match object.get("article_id") {
+        Some(serde_json::Value::String(id)) => id.clone(),
+        Some(other) => {
+            return Err(format!(
+                "field \"article_id\": expected a string, got {other}"
+            ));
+        }
+        None => return Err("field \"article_id\": is required but missing".into()),
+    };
+    if article_id.is_empty()
+        || article_id.len() > MAX_ID_BYTES
+        || article_id.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "field \"article_id\": must be 1 to {MAX_ID_BYTES} bytes without control characters"
+        ));
+    }
+    let time = |field: &'static str| -> Result<Option<i64>, String> {
+        match object.get(field) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::Number(number)) => number.as_i64().map(Some).ok_or_else(|| {
+                format!("field \"{field}\": expected RFC 3339 or epoch millis, got {number}")
+            }),
+            Some(serde_json::Value::String(text)) => chrono::DateTime::parse_from_rfc3339(text)
+                .map(|time| Some(time.timestamp_millis()))
+                .map_err(|_| {
+                    format!("field \"{field}\": expected RFC 3339 or epoch millis, got {text:?}")
+                }),
+            Some(other) => Err(format!(
+                "field \"{field}\": expected RFC 3339 or epoch millis, got {other}"
+            )),
+        }
+    };
+    let published_ms = time("published_at")?;
+    let expires_ms = time("expires_at")?;
+    let category = match object.get("category") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(category)) if category.len() <= MAX_ID_BYTES => {
+            Some(category.clone())
+        }
+        Some(other) => {
+            return Err(format!(
+                "field \"category\": expected a string of at most {MAX_ID_BYTES} bytes, got {other}"
+            ));
+        }
+    };
+    Ok(articles::ArticleMeta {
+        article_id,
+        published_ms,
+        category,
+        expires_ms,
+    })
 }
 
 /// Polls the store for a newly activated generation every `interval`, until the task is aborted.
@@ -218,6 +346,17 @@ async fn recommendations(
         .map(|history| history.reads(&user_id))
         .unwrap_or_default();
     exclude.extend(recent_reads.iter().map(String::as_str));
+    // Serving time is event time: the newest click this node ingested (see `articles`).
+    let now_ms = state
+        .history
+        .as_ref()
+        .map_or(0, |history| history.watermark_ms());
+    let registry = state.articles.clone();
+    let expired = move |article_id: &str| {
+        registry
+            .as_ref()
+            .is_some_and(|r| r.is_expired(article_id, now_ms))
+    };
     let personal = state
         .store
         .user_list(&user_id)
@@ -240,6 +379,7 @@ async fn recommendations(
             list.items,
             Source::Personalized,
             k,
+            &expired,
         );
     }
     if items.len() < k {
@@ -257,6 +397,28 @@ async fn recommendations(
             fallback.items,
             Source::Fallback,
             k,
+            &expired,
+        );
+    }
+    if items.len() < k
+        && let Some(registry) = &state.articles
+    {
+        let latest = registry
+            .latest(now_ms, k + exclude.len())
+            .into_iter()
+            .map(|meta| newsrec_kv::RecItem {
+                article_id: meta.article_id,
+                score: 0.0,
+            })
+            .collect();
+        take_into(
+            &mut items,
+            &mut seen,
+            &exclude,
+            latest,
+            Source::Latest,
+            k,
+            &expired,
         );
     }
     let generation = generation.ok_or(ServeError::NothingPublished)?;
@@ -284,12 +446,14 @@ fn take_into(
     candidates: Vec<newsrec_kv::RecItem>,
     source: Source,
     k: usize,
+    expired: &dyn Fn(&str) -> bool,
 ) {
     for candidate in candidates {
         if items.len() >= k {
             break;
         }
         if exclude.contains(candidate.article_id.as_str())
+            || expired(&candidate.article_id)
             || !seen.insert(candidate.article_id.clone())
         {
             continue;
@@ -361,6 +525,7 @@ mod tests {
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let guard = Guard {
             keys: auth::ApiKeys::default(),
+            admin_keys: auth::ApiKeys::default(),
             shedder: shed::Shedder::new(64, Duration::from_millis(50)),
         };
         let state = ServeState {
@@ -369,6 +534,7 @@ mod tests {
             max_k: 10,
             metrics: None,
             history: None,
+            articles: None,
         };
         let app = router(state, guard);
         let (status, body) = get(&app, "/v1/users/u1/recommendations").await;
@@ -460,6 +626,7 @@ mod tests {
         }));
         let guard = Guard {
             keys: auth::ApiKeys::new(vec!["secret".into()]),
+            admin_keys: auth::ApiKeys::new(vec!["admin".into()]),
             shedder: shed::Shedder::new(1, Duration::from_millis(20)),
         };
         let state = ServeState {
@@ -468,6 +635,7 @@ mod tests {
             max_k: 10,
             metrics: None,
             history: Some(history.clone()),
+            articles: None,
         };
         let app = router(state, guard);
         let request = |key: Option<&str>| {
@@ -511,5 +679,89 @@ mod tests {
             "shed fast, not after the wait"
         );
         assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn expired_articles_are_never_served_and_latest_ends_the_chain() {
+        const HOUR: i64 = 3_600_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path().join("kv")).unwrap());
+        conformance::publish(store.as_ref(), "run-1", &[("u1", &["old", "fresh", "f1"])]).await;
+        let history = Arc::new(history::ReadHistory::new(history::HistoryLimits {
+            max_users: 100,
+            max_reads_per_user: 10,
+            ttl_ms: 48 * HOUR,
+        }));
+        let registry = Arc::new(articles::ArticleRegistry::open(dir.path(), 48 * HOUR).unwrap());
+        let guard = Guard {
+            keys: auth::ApiKeys::default(),
+            admin_keys: auth::ApiKeys::new(vec!["admin".into()]),
+            shedder: shed::Shedder::new(64, Duration::from_millis(50)),
+        };
+        let state = ServeState {
+            store,
+            default_k: 3,
+            max_k: 10,
+            metrics: None,
+            history: Some(history.clone()),
+            articles: Some(registry),
+        };
+        let app = router(state, guard);
+        let put = |key: Option<&str>, body: &str| {
+            let mut builder =
+                axum::http::Request::put("/v1/articles").header("content-type", "application/json");
+            if let Some(key) = key {
+                builder = builder.header("authorization", format!("Bearer {key}"));
+            }
+            app.clone()
+                .oneshot(builder.body(Body::from(body.to_owned())).unwrap())
+        };
+        let articles = r#"[
+            {"article_id":"old","published_at":"2026-11-01T00:00:00Z"},
+            {"article_id":"fresh","published_at":"2026-11-05T00:00:00Z"},
+            {"article_id":"newest","published_at":"2026-11-05T01:00:00Z","category":"politics"},
+            {"article_id":"gone","published_at":"2026-11-05T00:00:00Z","expires_at":"2026-11-05T02:00:00Z"},
+            {"article_id":"","published_at":1},
+            {"article_id":"x","published_at":"soon"}
+        ]"#;
+        assert_eq!(
+            put(None, articles).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "admin route needs the admin key"
+        );
+        let response = put(Some("admin"), articles).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let reply: serde_json::Value =
+            serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes())
+                .unwrap();
+        assert_eq!(reply["registered"], 4);
+        assert_eq!(
+            reply["rejected"][1]["reason"],
+            "field \"published_at\": expected RFC 3339 or epoch millis, got \"soon\""
+        );
+
+        // The watermark (newest click time) is 2026-11-05T03:00Z: "old" is past 48 h, "gone" expired.
+        history.record("someone", "fresh", 1_793_847_600_000);
+        let (_, body) = get(&app, "/v1/users/u1/recommendations?k=5").await;
+        let items: Vec<(&str, &str)> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["article_id"].as_str().unwrap(),
+                    i["source"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            items,
+            [
+                ("fresh", "personalized"),
+                ("f1", "personalized"),
+                ("f2", "fallback"),
+                ("newest", "latest")
+            ]
+        );
     }
 }
