@@ -162,11 +162,19 @@ pub fn router(state: ServeState, guard: Guard) -> Router {
             auth::require_key,
         ));
     Router::new()
+        .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .merge(guarded)
         .merge(admin)
         .with_state(state)
+}
+
+/// The checked-in OpenAPI document of every route of a node (`docs/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// Most articles accepted in one registration request.
@@ -763,5 +771,22 @@ mod tests {
                 ("newest", "latest")
             ]
         );
+    }
+
+    #[test]
+    fn openapi_documents_every_route() {
+        let document: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let paths = document["paths"].as_object().unwrap();
+        for route in [
+            "/v1/events",
+            "/v1/users/{user_id}/recommendations",
+            "/v1/articles",
+            "/healthz",
+            "/metrics",
+            "/openapi.json",
+        ] {
+            assert!(paths.contains_key(route), "{route} is not documented");
+        }
+        assert_eq!(paths.len(), 6, "a documented route that no longer exists");
     }
 }
