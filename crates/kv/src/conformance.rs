@@ -6,10 +6,19 @@ use crate::{Generation, KvError, RecItem, RecStore, UserList, rollback};
 /// Publishes a generation of `users` (id → article ids) with fallback `["f1", "f2"]`, activates
 /// it and returns its number.
 pub async fn publish(store: &dyn RecStore, run_id: &str, users: &[(&str, &[&str])]) -> Generation {
-    let mut writer = store
-        .create_generation(run_id)
-        .await
-        .expect("create generation");
+    // A writer dropped just before (a publish that died in this process) may release its lock
+    // from a background task: wait for it briefly rather than fail.
+    let started = std::time::Instant::now();
+    let mut writer = loop {
+        match store.create_generation(run_id).await {
+            Err(KvError::Locked { .. })
+                if started.elapsed() < std::time::Duration::from_secs(5) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => break other.expect("create generation"),
+        }
+    };
     let lists = users
         .iter()
         .map(|(user, items)| UserList {
@@ -57,6 +66,7 @@ pub async fn run_all<S: RecStore, F: FnMut(&str) -> S>(mut make: F) {
     count_mismatch_is_not_sealed(&make("mismatch")).await;
     prune_keeps_current_and_newest(&make("prune")).await;
     odd_user_ids_round_trip(&make("odd-ids")).await;
+    readers_only_see_complete_generations(&make("readers")).await;
 }
 
 async fn empty_store(store: &dyn RecStore) {
@@ -179,4 +189,69 @@ async fn odd_user_ids_round_trip(store: &dyn RecStore) {
         );
     }
     assert_eq!(ids(store, "user:2").await, None);
+}
+
+/// While a publish dies midway and another one completes and switches, a concurrent reader
+/// always gets a complete list of a sealed generation: never nothing, never a half-written one.
+async fn readers_only_see_complete_generations(store: &dyn RecStore) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const USERS: usize = 40;
+    let users: Vec<String> = (0..USERS).map(|u| format!("u{u}")).collect();
+    let old: Vec<(&str, &[&str])> = users
+        .iter()
+        .map(|u| (u.as_str(), &["old"] as &[&str]))
+        .collect();
+    publish(store, "run-old", &old).await;
+
+    let done = AtomicBool::new(false);
+    let reader = async {
+        let mut reads = 0usize;
+        let mut seen_new = false;
+        while !done.load(Ordering::Acquire) {
+            for user in &users {
+                let list = ids(store, user).await;
+                match list.as_deref() {
+                    Some([one]) if one == "old" => {
+                        assert!(!seen_new, "{user}: went back to an older generation")
+                    }
+                    Some([one]) if one == "new" => seen_new = true,
+                    other => panic!("{user}: a reader saw {other:?}, not a complete generation"),
+                }
+                reads += 1;
+                tokio::task::yield_now().await;
+            }
+        }
+        reads
+    };
+    let publisher = async {
+        // A publish that dies after loading half the users: nothing of it may be visible.
+        let mut dying = store.create_generation("run-dies").await.expect("create");
+        let half: Vec<UserList> = users[..USERS / 2]
+            .iter()
+            .map(|u| UserList {
+                user_id: u.clone(),
+                items: vec![item("half", 1.0)],
+            })
+            .collect();
+        dying.put_users(half).await.expect("put");
+        tokio::task::yield_now().await;
+        drop(dying);
+        // Running it again completes the job and switches.
+        let new: Vec<(&str, &[&str])> = users
+            .iter()
+            .map(|u| (u.as_str(), &["new"] as &[&str]))
+            .collect();
+        publish(store, "run-new", &new).await;
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        done.store(true, Ordering::Release);
+    };
+    let (reads, ()) = tokio::join!(reader, publisher);
+    assert!(
+        reads >= USERS,
+        "the reader ran alongside the publish ({reads} reads)"
+    );
+    assert_eq!(ids(store, "u0").await, Some(vec!["new".into()]));
 }
