@@ -174,3 +174,73 @@ async fn clicks_in_recommendations_out() {
 
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_keys_cors_and_openapi_on_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.ingest.batch_max_age_ms = 10;
+    config.ingest.write_keys = vec!["writer".into()];
+    config.ingest.cors_origins = vec!["https://news.example".into()];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = Node::start(
+        NodeOptions {
+            config,
+            data_dir: dir.path().to_owned(),
+            metrics: None,
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", node.addr());
+    let client = reqwest::Client::new();
+    let event = r#"{"user_id":"u","article_id":"a","ts":1506852000000}"#;
+
+    let refused = client
+        .post(format!("{base}/v1/events"))
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let accepted = client
+        .post(format!("{base}/v1/events"))
+        .bearer_auth("writer")
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
+
+    // A browser's preflight from the configured origin is allowed; another origin is not.
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, format!("{base}/v1/events"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,authorization",
+            )
+            .send()
+    };
+    let allowed = preflight("https://news.example").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://news.example"
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let document: Value = client
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(document["openapi"], "3.0.3");
+    node.shutdown().await.unwrap();
+}
