@@ -56,6 +56,7 @@ pub fn train_settings(config: &Config) -> TrainSettings {
         window_days: train.window_days,
         top_k: train.top_k,
         fallback_k: train.fallback_k,
+        similar_k: train.similar_k,
         select_metric: train.select_metric.clone(),
         popularity: PopularityParams {
             half_life_hours: train.popularity.half_life_hours,

@@ -20,6 +20,8 @@ async fn clicks_in_recommendations_out() {
     let mut config = Config::default();
     config.ingest.batch_max_age_ms = 20;
     config.serve.refresh_interval_ms = 100;
+    // Expiry has its own tests; here lists are compared with what training wrote.
+    config.serve.article_max_age_hours = 24 * 365;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let node = Node::start(
         NodeOptions {
@@ -149,6 +151,40 @@ async fn clicks_in_recommendations_out() {
         ids(&stranger),
         "a reader with history gets more than the fallback"
     );
+
+    // Similar articles come from the same generation as the lists.
+    let similar = node
+        .lake()
+        .read_run_table("e2e", "similar.parquet")
+        .await
+        .unwrap();
+    let similar = newsrec_lake::recs::similar_from_batches(&similar).unwrap();
+    assert!(!similar.is_empty(), "the run wrote similar-article lists");
+    let article = &similar[0];
+    let reply: Value = client
+        .get(format!(
+            "{base}/v1/articles/{}/similar?k=3",
+            article.user_id
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let served: Vec<&str> = reply["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["article_id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = article
+        .items
+        .iter()
+        .take(3)
+        .map(|i| i.article_id.as_str())
+        .collect();
+    assert_eq!(served, expected, "{reply}");
 
     // A click posted after the publish is filtered out at once (the node sees its own ingest).
     let top = ids(&reader)[0].clone();

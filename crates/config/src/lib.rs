@@ -74,6 +74,8 @@ pub struct TrainConfig {
     pub top_k: usize,
     /// Length of the fallback (popularity) list.
     pub fallback_k: usize,
+    /// Length of each article's similar-articles list (`GET /v1/articles/{id}/similar`).
+    pub similar_k: usize,
     /// The metric that picks the served model: `hr@10`, `recall@10` or `ndcg@10`.
     pub select_metric: String,
     pub popularity: PopularityConfig,
@@ -182,6 +184,7 @@ impl Default for TrainConfig {
             window_days: 7,
             top_k: 50,
             fallback_k: 200,
+            similar_k: 20,
             select_metric: "ndcg@10".into(),
             popularity: PopularityConfig::default(),
             cooccurrence: CooccurrenceConfig::default(),
@@ -369,6 +372,12 @@ impl Config {
             return invalid(
                 "train.fallback_k",
                 format!("must be 1..=10000, got {}", train.fallback_k),
+            );
+        }
+        if !(1..=1000).contains(&train.similar_k) {
+            return invalid(
+                "train.similar_k",
+                format!("must be 1..=1000, got {}", train.similar_k),
             );
         }
         if !["hr@10", "recall@10", "ndcg@10"].contains(&train.select_metric.as_str()) {

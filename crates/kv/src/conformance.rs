@@ -1,7 +1,7 @@
 //! The conformance suite every [`RecStore`] backend must pass (embedded always; Redis and
 //! DynamoDB in CI). Each case asks the factory for a fresh, empty store under its own name.
 
-use crate::{Generation, KvError, RecItem, RecStore, UserList, rollback};
+use crate::{Generation, KvError, RecItem, RecStore, SimilarList, UserList, rollback};
 
 /// Publishes a generation of `users` (id → article ids) with fallback `["f1", "f2"]`, activates
 /// it and returns its number.
@@ -34,6 +34,13 @@ pub async fn publish(store: &dyn RecStore, run_id: &str, users: &[(&str, &[&str]
         })
         .collect();
     writer.put_users(lists).await.expect("put users");
+    writer
+        .put_similar(vec![SimilarList {
+            article_id: "a1".into(),
+            items: vec![item("a2", 0.9), item("a3", 0.5)],
+        }])
+        .await
+        .expect("put similar");
     writer
         .put_fallback(vec![item("f1", 2.0), item("f2", 1.0)])
         .await
@@ -71,6 +78,7 @@ pub async fn run_all<S: RecStore, F: FnMut(&str) -> S>(mut make: F) {
 
 async fn empty_store(store: &dyn RecStore) {
     assert_eq!(store.current().await.unwrap(), None);
+    assert_eq!(store.similar_list("a1").await.unwrap(), None);
     assert_eq!(store.user_list("u1").await.unwrap(), None);
     assert_eq!(store.fallback_list().await.unwrap(), None);
     assert!(store.generations().await.unwrap().is_empty());
@@ -94,6 +102,23 @@ async fn publish_and_read(store: &dyn RecStore) {
         ids(store, "nobody").await,
         None,
         "a missing user returns None"
+    );
+    let similar = store
+        .similar_list("a1")
+        .await
+        .unwrap()
+        .expect("similar list of a1");
+    assert_eq!(similar.generation, generation);
+    assert_eq!(similar.items, vec![item("a2", 0.9), item("a3", 0.5)]);
+    assert_eq!(
+        store.similar_list("a9").await.unwrap(),
+        None,
+        "an unknown article returns None"
+    );
+    assert_eq!(
+        store.similar_list("u1").await.unwrap(),
+        None,
+        "articles and users do not mix"
     );
     let fallback = store.fallback_list().await.unwrap().unwrap();
     assert_eq!(fallback.items, vec![item("f1", 2.0), item("f2", 1.0)]);

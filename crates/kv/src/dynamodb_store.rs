@@ -35,7 +35,8 @@ use aws_sdk_dynamodb::{
 };
 
 use crate::{
-    Generation, GenerationInfo, GenerationWriter, KvError, RecItem, RecStore, StoredList, UserList,
+    Generation, GenerationInfo, GenerationWriter, KvError, RecItem, RecStore, SimilarList,
+    StoredList, UserList,
     codec::{decode_items, encode_items},
 };
 
@@ -44,7 +45,7 @@ const URI_SCHEME: &str = "dynamodb://";
 
 /// The only key attribute: a string partition key (no sort key).
 const PK: &str = "pk";
-/// Binary attribute holding an encoded list (user items and the fallback item).
+/// Binary attribute holding an encoded list (user, similar-article and fallback items).
 const VALUE: &str = "v";
 const POINTER_KEY: &str = "current";
 const COUNTER_KEY: &str = "counter";
@@ -57,7 +58,8 @@ const BATCH_WRITE_LIMIT: usize = 25;
 const BATCH_GET_LIMIT: usize = 100;
 /// `begins_with` terms OR-ed into one prune Scan filter (keeps the expression small).
 const PRUNE_PREFIXES_PER_SCAN: usize = 16;
-/// Requests a writer sends between two lock renewals inside one large `put_users` call.
+/// Requests a writer sends between two lock renewals inside one large `put_users` (or
+/// `put_similar`) call.
 const WRITES_PER_LOCK_CHECK: usize = 4_000;
 
 /// How long a publisher's lock lasts without renewal; a dead publisher blocks at most this long.
@@ -170,6 +172,49 @@ impl DynamoStore {
             .serving
             .write()
             .unwrap_or_else(|poison| poison.into_inner()) = serving.map(Arc::new);
+    }
+
+    /// Reads the list item `key_of(generation, id)` of the current generation: one strongly
+    /// consistent GetItem on a hit.
+    async fn lookup(
+        &self,
+        operation: &str,
+        key_of: fn(Generation, &str) -> String,
+        id: &str,
+    ) -> Result<Option<StoredList>, KvError> {
+        let Some(serving) = self.serving() else {
+            return Ok(None);
+        };
+        let generation = serving.info.generation;
+        if let Some(item) = self
+            .table
+            .get_item(operation, key_of(generation, id))
+            .await?
+        {
+            let items = decode_value(&item, generation, id)?;
+            return Ok(Some(StoredList { generation, items }));
+        }
+        // A miss is either an id without a list or a generation that another process activated
+        // past and pruned before this handle refreshed; telling them apart costs one more read,
+        // paid on misses only, so a lagging handle never answers "no list" for everyone.
+        if self.table.generation_is_sealed(generation).await? || !self.refresh().await? {
+            return Ok(None);
+        }
+        let Some(serving) = self.serving() else {
+            return Ok(None);
+        };
+        let generation = serving.info.generation;
+        match self
+            .table
+            .get_item(operation, key_of(generation, id))
+            .await?
+        {
+            Some(item) => Ok(Some(StoredList {
+                generation,
+                items: decode_value(&item, generation, id)?,
+            })),
+            None => Ok(None),
+        }
     }
 
     /// Deletes what `prune` decided, with the lock held.
@@ -287,39 +332,12 @@ impl RecStore for DynamoStore {
     }
 
     async fn user_list(&self, user_id: &str) -> Result<Option<StoredList>, KvError> {
-        let Some(serving) = self.serving() else {
-            return Ok(None);
-        };
-        let generation = serving.info.generation;
-        if let Some(item) = self
-            .table
-            .get_item("reading a user list", user_key(generation, user_id))
-            .await?
-        {
-            let items = decode_value(&item, generation, user_id)?;
-            return Ok(Some(StoredList { generation, items }));
-        }
-        // A miss is either a user without a list or a generation that another process activated
-        // past and pruned before this handle refreshed; telling them apart costs one more read,
-        // paid on misses only, so a lagging handle never answers "no list" for everyone.
-        if self.table.generation_is_sealed(generation).await? || !self.refresh().await? {
-            return Ok(None);
-        }
-        let Some(serving) = self.serving() else {
-            return Ok(None);
-        };
-        let generation = serving.info.generation;
-        match self
-            .table
-            .get_item("reading a user list", user_key(generation, user_id))
-            .await?
-        {
-            Some(item) => Ok(Some(StoredList {
-                generation,
-                items: decode_value(&item, generation, user_id)?,
-            })),
-            None => Ok(None),
-        }
+        self.lookup("reading a user list", user_key, user_id).await
+    }
+
+    async fn similar_list(&self, article_id: &str) -> Result<Option<StoredList>, KvError> {
+        self.lookup("reading a similar list", similar_key, article_id)
+            .await
     }
 
     async fn fallback_list(&self) -> Result<Option<StoredList>, KvError> {
@@ -344,6 +362,15 @@ struct DynamoWriter {
     lease: Option<Lease>,
 }
 
+/// Which lists a `put_lists` call writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListKind {
+    /// Per-user lists, counted by `finish`.
+    User,
+    /// Per-article similar lists, not counted.
+    Similar,
+}
+
 #[derive(Debug)]
 struct Lease {
     owner: String,
@@ -358,6 +385,54 @@ impl DynamoWriter {
         };
         if lease.renewed_at.elapsed() >= LOCK_RENEW_AFTER {
             self.table.renew_lock(lease).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes keyed lists with BatchWriteItem (renewing the lock every WRITES_PER_LOCK_CHECK
+    /// items); only user lists are remembered for the count `finish` checks.
+    async fn put_lists(
+        &mut self,
+        kind: ListKind,
+        entries: Vec<(String, Vec<RecItem>)>,
+    ) -> Result<(), KvError> {
+        self.keep_lock().await?;
+        // A batch may not name one key twice, so keep the last list of an id within this call
+        // (later calls overwrite earlier ones because batches are sent in order).
+        let mut position: HashMap<String, usize> = HashMap::with_capacity(entries.len());
+        let mut encoded: Vec<(String, Vec<u8>)> = Vec::with_capacity(entries.len());
+        for (id, items) in entries {
+            let value = encode_items(&items).map_err(|source| KvError::Corrupt {
+                generation: self.generation,
+                key: id.clone(),
+                source,
+            })?;
+            match position.get(&id) {
+                Some(&at) => encoded[at].1 = value,
+                None => {
+                    position.insert(id.clone(), encoded.len());
+                    encoded.push((id, value));
+                }
+            }
+        }
+        drop(position);
+        let (key_of, operation): (fn(Generation, &str) -> String, &str) = match kind {
+            ListKind::User => (user_key, "writing user lists"),
+            ListKind::Similar => (similar_key, "writing similar lists"),
+        };
+        let mut pending = encoded.into_iter().peekable();
+        while pending.peek().is_some() {
+            let mut requests = Vec::with_capacity(WRITES_PER_LOCK_CHECK);
+            for (id, value) in pending.by_ref().take(WRITES_PER_LOCK_CHECK) {
+                let mut item = key_item(key_of(self.generation, &id));
+                item.insert(VALUE.into(), AttributeValue::B(Blob::new(value)));
+                requests.push(put_request(item)?);
+                if kind == ListKind::User {
+                    self.users.insert(id.into_boxed_str());
+                }
+            }
+            self.table.batch_write(operation, requests).await?;
+            self.keep_lock().await?;
         }
         Ok(())
     }
@@ -414,41 +489,19 @@ impl GenerationWriter for DynamoWriter {
     }
 
     async fn put_users(&mut self, lists: Vec<UserList>) -> Result<(), KvError> {
-        self.keep_lock().await?;
-        // A batch may not name one key twice, so keep the last list of a user within this call
-        // (later calls overwrite earlier ones because batches are sent in order).
-        let mut position: HashMap<String, usize> = HashMap::with_capacity(lists.len());
-        let mut encoded: Vec<(String, Vec<u8>)> = Vec::with_capacity(lists.len());
-        for list in lists {
-            let value = encode_items(&list.items).map_err(|source| KvError::Corrupt {
-                generation: self.generation,
-                key: list.user_id.clone(),
-                source,
-            })?;
-            match position.get(&list.user_id) {
-                Some(&at) => encoded[at].1 = value,
-                None => {
-                    position.insert(list.user_id.clone(), encoded.len());
-                    encoded.push((list.user_id, value));
-                }
-            }
-        }
-        drop(position);
-        let mut pending = encoded.into_iter().peekable();
-        while pending.peek().is_some() {
-            let mut requests = Vec::with_capacity(WRITES_PER_LOCK_CHECK);
-            for (user_id, value) in pending.by_ref().take(WRITES_PER_LOCK_CHECK) {
-                let mut item = key_item(user_key(self.generation, &user_id));
-                item.insert(VALUE.into(), AttributeValue::B(Blob::new(value)));
-                requests.push(put_request(item)?);
-                self.users.insert(user_id.into_boxed_str());
-            }
-            self.table
-                .batch_write("writing user lists", requests)
-                .await?;
-            self.keep_lock().await?;
-        }
-        Ok(())
+        let entries = lists
+            .into_iter()
+            .map(|list| (list.user_id, list.items))
+            .collect();
+        self.put_lists(ListKind::User, entries).await
+    }
+
+    async fn put_similar(&mut self, lists: Vec<SimilarList>) -> Result<(), KvError> {
+        let entries = lists
+            .into_iter()
+            .map(|list| (list.article_id, list.items))
+            .collect();
+        self.put_lists(ListKind::Similar, entries).await
     }
 
     async fn put_fallback(&mut self, items: Vec<RecItem>) -> Result<(), KvError> {
@@ -1159,10 +1212,11 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-// Keys. The generation number is decimal and ends at the next '#', and the user id comes last
-// after the fixed "u#" marker, so no two (generation, user id) pairs and no control item
-// ("current", "counter", "generations", "lock") can share a key. No escaping is needed: a string
-// partition key may hold any UTF-8 (up to 2048 bytes; user ids are at most 256).
+// Keys. The generation number is decimal and ends at the next '#', and the user id (article id)
+// comes last after the fixed "u#" ("s#") marker, so no two (generation, kind, id) triples, no
+// generation's "info"/"fallback" item and no control item ("current", "counter", "generations",
+// "lock") can share a key. No escaping is needed: a string partition key may hold any UTF-8 (up
+// to 2048 bytes; user ids are at most 256).
 
 fn generation_prefix(generation: Generation) -> String {
     format!("g#{generation}#")
@@ -1170,6 +1224,10 @@ fn generation_prefix(generation: Generation) -> String {
 
 fn user_key(generation: Generation, user_id: &str) -> String {
     format!("g#{generation}#u#{user_id}")
+}
+
+fn similar_key(generation: Generation, article_id: &str) -> String {
+    format!("g#{generation}#s#{article_id}")
 }
 
 fn info_key(generation: Generation) -> String {
@@ -1517,6 +1575,12 @@ mod tests {
         assert_ne!(user_key(1, "info"), info_key(1));
         assert!(user_key(3, "").starts_with(&generation_prefix(3)));
         assert!(!user_key(13, "x").starts_with(&generation_prefix(1)));
+        assert_eq!(similar_key(12, "a#b"), "g#12#s#a#b");
+        assert_ne!(similar_key(1, "x"), user_key(1, "x"));
+        assert_ne!(similar_key(1, "2#s#x"), similar_key(12, "x"));
+        assert_ne!(similar_key(1, ""), info_key(1));
+        assert_ne!(user_key(1, "s#x"), similar_key(1, "x"));
+        assert!(similar_key(3, "").starts_with(&generation_prefix(3)));
     }
 
     // --- Against a DynamoDB endpoint (moto, DynamoDB Local, or AWS) -------------------------
@@ -1641,6 +1705,24 @@ mod tests {
                 .await
                 .unwrap();
             writer.put_users(Vec::new()).await.unwrap();
+            // Similar lists: two batches, one article twice in a call and again later; none of
+            // them counts as a user.
+            let similar = |article: String, other: &str| SimilarList {
+                article_id: article,
+                items: vec![RecItem {
+                    article_id: other.into(),
+                    score: 0.5,
+                }],
+            };
+            let mut lists: Vec<SimilarList> =
+                (0..30).map(|n| similar(format!("a{n}"), "first")).collect();
+            lists.push(similar("a3".into(), "second"));
+            writer.put_similar(lists).await.unwrap();
+            writer
+                .put_similar(vec![similar("a4".into(), "later")])
+                .await
+                .unwrap();
+            writer.put_similar(Vec::new()).await.unwrap();
             let generation = writer.generation();
             let info = writer.finish(59).await.unwrap();
             assert_eq!(info.users, 59);
@@ -1649,6 +1731,11 @@ mod tests {
             assert_eq!(article(store.user_list("u7").await.unwrap()), "second");
             assert_eq!(article(store.user_list("u8").await.unwrap()), "later");
             assert_eq!(article(store.user_list("u58").await.unwrap()), "first");
+            assert_eq!(article(store.similar_list("a3").await.unwrap()), "second");
+            assert_eq!(article(store.similar_list("a4").await.unwrap()), "later");
+            assert_eq!(article(store.similar_list("a29").await.unwrap()), "first");
+            assert_eq!(store.similar_list("u7").await.unwrap(), None);
+            assert_eq!(store.user_list("a3").await.unwrap(), None);
             assert_eq!(store.fallback_list().await.unwrap().unwrap().items, vec![]);
         })
         .await;
@@ -1735,6 +1822,11 @@ mod tests {
                 .unwrap();
             let second = conformance::publish(&*publisher, "run-b", &[("u1", &["b1"])]).await;
             publisher.prune(0).await.unwrap();
+            let similar = server.similar_list("a1").await.unwrap().unwrap();
+            assert_eq!(
+                similar.generation, second,
+                "a similar-list miss follows too"
+            );
             let list = server.user_list("u1").await.unwrap().unwrap();
             assert_eq!(list.generation, second);
             assert_eq!(list.items[0].article_id, "b1");
@@ -1753,6 +1845,13 @@ mod tests {
                 writer
                     .put_users(vec![UserList {
                         user_id: "u2".into(),
+                        items: vec![],
+                    }])
+                    .await
+                    .unwrap();
+                writer
+                    .put_similar(vec![SimilarList {
+                        article_id: "a7".into(),
                         items: vec![],
                     }])
                     .await
@@ -1780,7 +1879,30 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(left, None, "the dead publish's items are deleted");
+            let left = store
+                .table
+                .get_item("test", similar_key(dead, "a7"))
+                .await
+                .unwrap();
+            assert_eq!(left, None, "the dead publish's similar lists are deleted");
+            assert!(
+                store
+                    .table
+                    .get_item("test", similar_key(first, "a1"))
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
             assert_eq!(store.prune(1).await.unwrap(), vec![first]);
+            assert!(
+                store
+                    .table
+                    .get_item("test", similar_key(first, "a1"))
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "a pruned generation's similar lists are deleted with it"
+            );
             assert!(
                 store
                     .table

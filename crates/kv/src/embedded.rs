@@ -21,12 +21,14 @@ use redb::{
 };
 
 use crate::{
-    Generation, GenerationInfo, GenerationWriter, KvError, RecItem, RecStore, StoredList, UserList,
+    Generation, GenerationInfo, GenerationWriter, KvError, RecItem, RecStore, SimilarList,
+    StoredList, UserList,
     codec::{decode_items, encode_items},
 };
 
 const LISTS: TableDefinition<&str, &[u8]> = TableDefinition::new("lists");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const SIMILAR: TableDefinition<&str, &[u8]> = TableDefinition::new("similar");
 const META_INFO: &str = "info";
 const META_FALLBACK: &str = "fallback";
 const CURRENT_FILE: &str = "CURRENT";
@@ -43,6 +45,8 @@ pub struct EmbeddedStore {
 struct OpenGeneration {
     info: GenerationInfo,
     lists: ReadOnlyTable<&'static str, &'static [u8]>,
+    /// Absent in generations written before similar lists existed.
+    similar: Option<ReadOnlyTable<&'static str, &'static [u8]>>,
     fallback: Vec<RecItem>,
     // Keeps the file open for the table above.
     _database: ReadOnlyDatabase,
@@ -153,12 +157,41 @@ impl EmbeddedStore {
         let lists = transaction
             .open_table(LISTS)
             .map_err(|e| embedded(e.into()))?;
+        let similar = match transaction.open_table(SIMILAR) {
+            Ok(table) => Some(table),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(error) => return Err(embedded(error.into())),
+        };
         Ok(OpenGeneration {
             info,
             lists,
+            similar,
             fallback,
             _database: database,
         })
+    }
+
+    /// Reads and decodes `key` from one table of an open generation.
+    fn lookup(
+        &self,
+        open: &OpenGeneration,
+        table: Option<&ReadOnlyTable<&'static str, &'static [u8]>>,
+        key: &str,
+    ) -> Result<Option<StoredList>, KvError> {
+        let Some(table) = table else { return Ok(None) };
+        let generation = open.info.generation;
+        let Some(value) = table
+            .get(key)
+            .map_err(|e| embedded_error(&self.sealed_path(generation), e.into()))?
+        else {
+            return Ok(None);
+        };
+        let items = decode_items(value.value()).map_err(|source| KvError::Corrupt {
+            generation,
+            key: key.to_owned(),
+            source,
+        })?;
+        Ok(Some(StoredList { generation, items }))
     }
 
     fn sealed_generations(&self) -> Result<Vec<Generation>, KvError> {
@@ -298,21 +331,14 @@ impl RecStore for EmbeddedStore {
         let Some(open) = self.serving_generation() else {
             return Ok(None);
         };
-        let generation = open.info.generation;
-        let path = self.sealed_path(generation);
-        let Some(value) = open
-            .lists
-            .get(user_id)
-            .map_err(|e| embedded_error(&path, e.into()))?
-        else {
+        self.lookup(&open, Some(&open.lists), user_id)
+    }
+
+    async fn similar_list(&self, article_id: &str) -> Result<Option<StoredList>, KvError> {
+        let Some(open) = self.serving_generation() else {
             return Ok(None);
         };
-        let items = decode_items(value.value()).map_err(|source| KvError::Corrupt {
-            generation,
-            key: user_id.to_owned(),
-            source,
-        })?;
-        Ok(Some(StoredList { generation, items }))
+        self.lookup(&open, open.similar.as_ref(), article_id)
     }
 
     async fn fallback_list(&self) -> Result<Option<StoredList>, KvError> {
@@ -343,6 +369,32 @@ impl std::fmt::Debug for EmbeddedWriter {
 }
 
 impl EmbeddedWriter {
+    /// Encodes and inserts keyed lists into `table`.
+    async fn put_lists(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        entries: Vec<(String, Vec<RecItem>)>,
+    ) -> Result<(), KvError> {
+        let mut encoded = Vec::with_capacity(entries.len());
+        for (key, items) in entries {
+            let value = encode_items(&items).map_err(|source| KvError::Corrupt {
+                generation: self.generation,
+                key: key.clone(),
+                source,
+            })?;
+            encoded.push((key, value));
+        }
+        // Durability::None: the sealing commit in `finish` is Immediate and persists these too.
+        self.write(Durability::None, move |transaction| {
+            let mut table = transaction.open_table(table)?;
+            for (key, value) in &encoded {
+                table.insert(key.as_str(), value.as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs one write transaction off the async executor.
     async fn write(
         &self,
@@ -373,24 +425,19 @@ impl GenerationWriter for EmbeddedWriter {
     }
 
     async fn put_users(&mut self, lists: Vec<UserList>) -> Result<(), KvError> {
-        let mut encoded = Vec::with_capacity(lists.len());
-        for list in lists {
-            let value = encode_items(&list.items).map_err(|source| KvError::Corrupt {
-                generation: self.generation,
-                key: list.user_id.clone(),
-                source,
-            })?;
-            encoded.push((list.user_id, value));
-        }
-        // Durability::None: the sealing commit in `finish` is Immediate and persists these too.
-        self.write(Durability::None, move |transaction| {
-            let mut table = transaction.open_table(LISTS)?;
-            for (user_id, value) in &encoded {
-                table.insert(user_id.as_str(), value.as_slice())?;
-            }
-            Ok(())
-        })
-        .await
+        let entries = lists
+            .into_iter()
+            .map(|list| (list.user_id, list.items))
+            .collect();
+        self.put_lists(LISTS, entries).await
+    }
+
+    async fn put_similar(&mut self, lists: Vec<SimilarList>) -> Result<(), KvError> {
+        let entries = lists
+            .into_iter()
+            .map(|list| (list.article_id, list.items))
+            .collect();
+        self.put_lists(SIMILAR, entries).await
     }
 
     async fn put_fallback(&mut self, items: Vec<RecItem>) -> Result<(), KvError> {

@@ -13,7 +13,8 @@
 //!   never a mix, never a generation that is not sealed.
 //! - A generation that was never sealed (a publish that died) is invisible and is cleaned up by
 //!   the next [`RecStore::prune`].
-//! - A **missing user** returns `Ok(None)` from [`RecStore::user_list`]; callers fall back.
+//! - A **missing user** returns `Ok(None)` from [`RecStore::user_list`]; callers fall back. The
+//!   same holds for an article without a list in [`RecStore::similar_list`].
 //! - Readers in other processes pick a new current generation up on [`RecStore::refresh`].
 
 mod codec;
@@ -44,6 +45,13 @@ pub struct RecItem {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserList {
     pub user_id: String,
+    pub items: Vec<RecItem>,
+}
+
+/// One article's most similar articles, best first (from the co-occurrence model).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimilarList {
+    pub article_id: String,
     pub items: Vec<RecItem>,
 }
 
@@ -135,6 +143,9 @@ pub trait RecStore: Send + Sync + std::fmt::Debug {
 
     /// The current generation's fallback list (for users without a list).
     async fn fallback_list(&self) -> Result<Option<StoredList>, KvError>;
+
+    /// The article's similar-articles list in the current generation; `None` when unknown.
+    async fn similar_list(&self, article_id: &str) -> Result<Option<StoredList>, KvError>;
 }
 
 /// Writes one generation; dropping it without [`GenerationWriter::finish`] leaves nothing visible.
@@ -148,6 +159,9 @@ pub trait GenerationWriter: Send + std::fmt::Debug {
 
     /// Sets the fallback list.
     async fn put_fallback(&mut self, items: Vec<RecItem>) -> Result<(), KvError>;
+
+    /// Adds similar-articles lists (an article written twice keeps the last list).
+    async fn put_similar(&mut self, lists: Vec<SimilarList>) -> Result<(), KvError>;
 
     /// Verifies that exactly `expected_users` users are stored, then seals the generation.
     async fn finish(self: Box<Self>, expected_users: u64) -> Result<GenerationInfo, KvError>;

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! <p>:g:<gen>:lists     hash: user id (binary-safe field, never interpreted) → list codec bytes
+//! <p>:g:<gen>:similar   hash: article id (binary-safe field) → similar-articles list codec bytes
 //! <p>:g:<gen>:fallback  string: the fallback list, list codec bytes
 //! <p>:g:<gen>:info      string: JSON GenerationInfo, written only when the generation is sealed
 //! <p>:generations       sorted set: sealed generation numbers (score = number)
@@ -17,13 +18,15 @@
 //! Why one hash per generation rather than one key per user: `HLEN` is the exact number of
 //! distinct users stored (a user written twice is one field), so `finish` verifies the count on
 //! the server with no client-side bookkeeping, and `prune` deletes a generation by `UNLINK`ing
-//! three keys (freed off the main thread) instead of scanning millions of user keys.
+//! four keys (freed off the main thread) instead of scanning millions of user keys. Similar
+//! lists live in their own hash for the same reasons, and so that they never count as users.
 //!
 //! Sealing (`HLEN` check, `info`, `ZADD generations`), activation (`ZSCORE` check, `SET
 //! current`) and prune's unregistering (`ZREM` unless current) are small Lua scripts, so each is
 //! atomic: a reader sees the old generation or the new one, never an unsealed one, and a
 //! generation being pruned cannot become current. Serving handles cache the current generation
-//! and re-read the pointer on [`RecStore::refresh`], so `user_list` costs one round trip.
+//! and re-read the pointer on [`RecStore::refresh`], so `user_list` and `similar_list` cost one
+//! round trip.
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -41,7 +44,8 @@ use redis::{
 };
 
 use crate::{
-    Generation, GenerationInfo, GenerationWriter, KvError, RecItem, RecStore, StoredList, UserList,
+    Generation, GenerationInfo, GenerationWriter, KvError, RecItem, RecStore, SimilarList,
+    StoredList, UserList,
     codec::{decode_items, encode_items},
 };
 
@@ -52,8 +56,8 @@ const MAX_PREFIX_LEN: usize = 64;
 const LOCK_TTL: Duration = Duration::from_secs(30);
 /// A live publisher extends its lock this often (three chances before it expires).
 const LOCK_REFRESH_EVERY: Duration = Duration::from_secs(10);
-/// Users per `HSET` inside one `put_users` pipeline: keeps single commands small so Redis
-/// interleaves readers between them.
+/// Lists per `HSET` inside one `put_users`/`put_similar` pipeline: keeps single commands small
+/// so Redis interleaves readers between them.
 const HSET_CHUNK: usize = 512;
 const SCAN_COUNT: usize = 1000;
 const UNLINK_BATCH: usize = 512;
@@ -321,6 +325,46 @@ impl RedisStore {
         Ok(deleted.into_iter().collect())
     }
 
+    /// Reads `field` of the current generation's hash `hash_of(generation)` (user lists or
+    /// similar lists) in one round trip.
+    async fn hash_lookup(
+        &self,
+        hash_of: fn(&Keys, Generation) -> String,
+        field: &str,
+        what: &str,
+    ) -> Result<Option<StoredList>, KvError> {
+        // Two attempts: the second only when this handle's generation was pruned under it.
+        for _ in 0..2 {
+            let Some(serving) = self.serving() else {
+                return Ok(None);
+            };
+            let generation = serving.info.generation;
+            // EXISTS rides in the same round trip: it tells "no such list" from "our
+            // generation was pruned before this process refreshed".
+            let (value, alive): (Option<Vec<u8>>, bool) = redis::pipe()
+                .cmd("HGET")
+                .arg(hash_of(&self.keys, generation))
+                .arg(field)
+                .cmd("EXISTS")
+                .arg(self.keys.info(generation))
+                .query_async(&mut self.connection())
+                .await
+                .map_err(|error| redis_error(&format!("reading a {what}"), error))?;
+            if let Some(bytes) = value {
+                let items = decode_items(&bytes).map_err(|source| KvError::Corrupt {
+                    generation,
+                    key: field.to_owned(),
+                    source,
+                })?;
+                return Ok(Some(StoredList { generation, items }));
+            }
+            if alive || !self.reload().await? {
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
     async fn unlink(&self, keys: Vec<Vec<u8>>) -> Result<(), KvError> {
         // UNLINK frees large hashes on a background thread instead of blocking readers.
         redis::cmd("UNLINK")
@@ -410,36 +454,12 @@ impl RecStore for RedisStore {
     }
 
     async fn user_list(&self, user_id: &str) -> Result<Option<StoredList>, KvError> {
-        // Two attempts: the second only when this handle's generation was pruned under it.
-        for _ in 0..2 {
-            let Some(serving) = self.serving() else {
-                return Ok(None);
-            };
-            let generation = serving.info.generation;
-            // EXISTS rides in the same round trip: it tells "no such user" from "our
-            // generation was pruned before this process refreshed".
-            let (value, alive): (Option<Vec<u8>>, bool) = redis::pipe()
-                .cmd("HGET")
-                .arg(self.keys.lists(generation))
-                .arg(user_id)
-                .cmd("EXISTS")
-                .arg(self.keys.info(generation))
-                .query_async(&mut self.connection())
-                .await
-                .map_err(|error| redis_error("reading a user list", error))?;
-            if let Some(bytes) = value {
-                let items = decode_items(&bytes).map_err(|source| KvError::Corrupt {
-                    generation,
-                    key: user_id.to_owned(),
-                    source,
-                })?;
-                return Ok(Some(StoredList { generation, items }));
-            }
-            if alive || !self.reload().await? {
-                return Ok(None);
-            }
-        }
-        Ok(None)
+        self.hash_lookup(Keys::lists, user_id, "user list").await
+    }
+
+    async fn similar_list(&self, article_id: &str) -> Result<Option<StoredList>, KvError> {
+        self.hash_lookup(Keys::similar, article_id, "similar list")
+            .await
     }
 
     async fn fallback_list(&self) -> Result<Option<StoredList>, KvError> {
@@ -468,29 +488,29 @@ impl std::fmt::Debug for RedisWriter {
     }
 }
 
-#[async_trait]
-impl GenerationWriter for RedisWriter {
-    fn generation(&self) -> Generation {
-        self.generation
-    }
-
-    async fn put_users(&mut self, lists: Vec<UserList>) -> Result<(), KvError> {
+impl RedisWriter {
+    /// Writes `entries` (field → list) into the hash `key` in one pipeline of `HSET`s.
+    async fn write_hash(
+        &mut self,
+        key: String,
+        entries: &[(&str, &[RecItem])],
+        what: &str,
+    ) -> Result<(), KvError> {
         self.lock.ensure_held(self.generation)?;
-        if lists.is_empty() {
+        if entries.is_empty() {
             return Ok(());
         }
-        let lists_key = self.keys.lists(self.generation);
         let mut pipeline = redis::pipe();
-        for chunk in lists.chunks(HSET_CHUNK) {
-            pipeline.cmd("HSET").arg(&lists_key);
-            for list in chunk {
-                let value = encode_items(&list.items).map_err(|source| KvError::Corrupt {
+        for chunk in entries.chunks(HSET_CHUNK) {
+            pipeline.cmd("HSET").arg(&key);
+            for (field, items) in chunk {
+                let value = encode_items(items).map_err(|source| KvError::Corrupt {
                     generation: self.generation,
-                    key: list.user_id.clone(),
+                    key: (*field).to_owned(),
                     source,
                 })?;
                 // Within one HSET a repeated field keeps its last value, as across batches.
-                pipeline.arg(list.user_id.as_str()).arg(value);
+                pipeline.arg(*field).arg(value);
             }
             pipeline.ignore();
         }
@@ -502,13 +522,39 @@ impl GenerationWriter for RedisWriter {
             .map_err(|error| {
                 redis_error(
                     &format!(
-                        "writing {} user lists to generation {}",
-                        lists.len(),
+                        "writing {} {what} to generation {}",
+                        entries.len(),
                         self.generation
                     ),
                     error,
                 )
             })
+    }
+}
+
+#[async_trait]
+impl GenerationWriter for RedisWriter {
+    fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    async fn put_users(&mut self, lists: Vec<UserList>) -> Result<(), KvError> {
+        let entries: Vec<(&str, &[RecItem])> = lists
+            .iter()
+            .map(|list| (list.user_id.as_str(), list.items.as_slice()))
+            .collect();
+        let key = self.keys.lists(self.generation);
+        self.write_hash(key, &entries, "user lists").await
+    }
+
+    async fn put_similar(&mut self, lists: Vec<SimilarList>) -> Result<(), KvError> {
+        let entries: Vec<(&str, &[RecItem])> = lists
+            .iter()
+            .map(|list| (list.article_id.as_str(), list.items.as_slice()))
+            .collect();
+        // Its own hash: similar lists never count toward the users `finish` checks.
+        let key = self.keys.similar(self.generation);
+        self.write_hash(key, &entries, "similar lists").await
     }
 
     async fn put_fallback(&mut self, items: Vec<RecItem>) -> Result<(), KvError> {
@@ -742,6 +788,10 @@ impl Keys {
 
     fn lists(&self, generation: Generation) -> String {
         format!("{}:g:{generation}:lists", self.prefix)
+    }
+
+    fn similar(&self, generation: Generation) -> String {
+        format!("{}:g:{generation}:similar", self.prefix)
     }
 
     fn fallback(&self, generation: Generation) -> String {
@@ -1013,6 +1063,16 @@ mod tests {
         panic!("the publish lock was not released after the writer was dropped");
     }
 
+    fn similar(article: &str, other: &str) -> SimilarList {
+        SimilarList {
+            article_id: article.into(),
+            items: vec![RecItem {
+                article_id: other.into(),
+                score: 0.5,
+            }],
+        }
+    }
+
     fn list(user: &str, article: &str) -> UserList {
         UserList {
             user_id: user.into(),
@@ -1099,6 +1159,7 @@ mod tests {
         let dead = {
             let mut writer = store.create_generation("run-b").await.unwrap();
             writer.put_users(vec![list("u1", "b1")]).await.unwrap();
+            writer.put_similar(vec![similar("a1", "b2")]).await.unwrap();
             writer.put_fallback(Vec::new()).await.unwrap();
             writer.generation()
             // Dropped without finish: the process "died" here.
@@ -1108,6 +1169,16 @@ mod tests {
         assert_eq!(
             reopened.user_list("u1").await.unwrap().unwrap().items[0].article_id,
             "a1"
+        );
+        assert_eq!(
+            reopened
+                .similar_list("a1")
+                .await
+                .unwrap()
+                .unwrap()
+                .generation,
+            first,
+            "the dead publish's similar lists are invisible"
         );
         assert_eq!(reopened.generations().await.unwrap().len(), 1);
         assert!(matches!(
@@ -1123,7 +1194,14 @@ mod tests {
             "the leftover is cleaned up"
         );
         assert!(!key_exists(&reopened, &reopened.keys.lists(dead)).await);
+        assert!(!key_exists(&reopened, &reopened.keys.similar(dead)).await);
         assert!(!key_exists(&reopened, &reopened.keys.fallback(dead)).await);
+        assert!(key_exists(&reopened, &reopened.keys.similar(first)).await);
+        assert_eq!(reopened.prune(0).await.unwrap(), vec![first]);
+        assert!(
+            !key_exists(&reopened, &reopened.keys.similar(first)).await,
+            "a pruned generation's similar lists are deleted with it"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1191,6 +1269,54 @@ mod tests {
         assert_eq!(list.items[0].article_id, "new", "the last list wins");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn similar_lists_are_not_users_and_the_last_list_wins() {
+        let Some(redis) = test_redis("similar_lists_are_not_users_and_the_last_list_wins") else {
+            return;
+        };
+        let store = redis.connect("similar").await;
+        let mut writer = store.create_generation("run-a").await.unwrap();
+        writer.put_users(vec![list("u1", "a1")]).await.unwrap();
+        // More lists than one HSET carries, one article twice in a call and again later.
+        let mut lists: Vec<SimilarList> = (0..HSET_CHUNK + 10)
+            .map(|n| similar(&format!("a{n}"), "first"))
+            .collect();
+        lists.push(similar("a3", "second"));
+        writer.put_similar(lists).await.unwrap();
+        writer
+            .put_similar(vec![similar("a4", "later")])
+            .await
+            .unwrap();
+        writer.put_similar(Vec::new()).await.unwrap();
+        let info = writer.finish(1).await.unwrap();
+        assert_eq!(info.users, 1, "similar lists are not counted as users");
+        store.activate(info.generation).await.unwrap();
+        let article = |list: Option<StoredList>| list.unwrap().items[0].article_id.clone();
+        assert_eq!(article(store.similar_list("a3").await.unwrap()), "second");
+        assert_eq!(article(store.similar_list("a4").await.unwrap()), "later");
+        assert_eq!(article(store.similar_list("a0").await.unwrap()), "first");
+        assert_eq!(store.similar_list("u1").await.unwrap(), None);
+        assert_eq!(store.user_list("a1").await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_whose_generation_was_pruned_finds_similar_lists_of_the_new_one() {
+        let Some(redis) =
+            test_redis("a_server_whose_generation_was_pruned_finds_similar_lists_of_the_new_one")
+        else {
+            return;
+        };
+        let uri = redis.uri("similar-pruned");
+        let publisher = RedisStore::connect(&uri).await.unwrap();
+        let first = conformance::publish(&publisher, "run-a", &[("u1", &["a1"])]).await;
+        let server = RedisStore::connect(&uri).await.unwrap();
+        let second = conformance::publish(&publisher, "run-b", &[("u1", &["b1"])]).await;
+        assert_eq!(publisher.prune(0).await.unwrap(), vec![first]);
+        let list = server.similar_list("a1").await.unwrap().unwrap();
+        assert_eq!(list.generation, second);
+        assert_eq!(server.current().await.unwrap().unwrap().generation, second);
+    }
+
     #[tokio::test]
     async fn bad_uris_are_refused_before_connecting() {
         for uri in [
@@ -1228,6 +1354,7 @@ mod tests {
         let keys = Keys { prefix: "p".into() };
         assert_eq!(keys.generation_of(keys.lists(42).as_bytes()), Some(42));
         assert_eq!(keys.generation_of(keys.info(7).as_bytes()), Some(7));
+        assert_eq!(keys.generation_of(keys.similar(9).as_bytes()), Some(9));
         assert_eq!(keys.generation_of(b"p:g:x:lists"), None);
         assert_eq!(keys.generation_of(b"pp:g:1:lists"), None);
         assert_eq!(keys.generation_of(keys.current().as_bytes()), None);

@@ -89,6 +89,11 @@ pub struct RunOutputs {
     pub parts: Vec<String>,
     /// The fallback list object.
     pub fallback: String,
+    /// The similar-articles object and how many articles it lists (absent in older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similar: Option<String>,
+    #[serde(default)]
+    pub similar_articles: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

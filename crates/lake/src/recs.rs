@@ -3,7 +3,9 @@
 //! `runs/<run_id>/recs-NNNNN.parquet`: one row per (user, rank): `user_id` utf8, `rank` int32
 //! (1 = best), `article_id` utf8, `score` float32; rows grouped by user, ranks ascending, users
 //! never split across parts. `runs/<run_id>/fallback.parquet`: the same without `user_id`, the
-//! list served to users without one. Long format so Spark/DuckDB/Athena can query it as is.
+//! list served to users without one. `runs/<run_id>/similar.parquet`: `article_id`, `rank`,
+//! `similar_article_id`, `score`, each article's most similar articles. Long format so
+//! Spark/DuckDB/Athena can query it as is.
 
 use std::sync::Arc;
 
@@ -46,8 +48,33 @@ pub fn fallback_schema() -> SchemaRef {
     ]))
 }
 
+/// Schema of `similar.parquet`: each article's most similar articles (co-occurrence model).
+pub fn similar_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("article_id", DataType::Utf8, false),
+        Field::new("rank", DataType::Int32, false),
+        Field::new("similar_article_id", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+    ]))
+}
+
 /// Encodes user lists as one batch of `recs_schema`.
 pub fn recs_to_batch(users: &[UserRecs]) -> Result<RecordBatch, ArrowError> {
+    keyed_lists_to_batch(recs_schema(), users)
+}
+
+/// Encodes similar-article lists (keyed by article, in `UserRecs::user_id`) as one batch of
+/// `similar_schema`.
+pub fn similar_to_batch(lists: &[UserRecs]) -> Result<RecordBatch, ArrowError> {
+    keyed_lists_to_batch(similar_schema(), lists)
+}
+
+/// Decodes batches of `similar_schema` (the key lands in `UserRecs::user_id`).
+pub fn similar_from_batches(batches: &[RecordBatch]) -> Result<Vec<UserRecs>, ArrowError> {
+    keyed_lists_from_batches(batches, "article_id", "similar_article_id")
+}
+
+fn keyed_lists_to_batch(schema: SchemaRef, users: &[UserRecs]) -> Result<RecordBatch, ArrowError> {
     let rows: usize = users.iter().map(|u| u.items.len()).sum();
     let mut user_id = StringBuilder::with_capacity(rows, rows * 8);
     let mut rank = Int32Builder::with_capacity(rows);
@@ -67,7 +94,7 @@ pub fn recs_to_batch(users: &[UserRecs]) -> Result<RecordBatch, ArrowError> {
         Arc::new(article_id.finish()),
         Arc::new(score.finish()),
     ];
-    RecordBatch::try_new(recs_schema(), columns)
+    RecordBatch::try_new(schema, columns)
 }
 
 /// Encodes the fallback list as one batch of `fallback_schema`.
@@ -88,10 +115,18 @@ pub fn fallback_to_batch(items: &[RankedArticle]) -> Result<RecordBatch, ArrowEr
 
 /// Decodes batches of `recs_schema` back into user lists (consecutive rows of a user merge).
 pub fn recs_from_batches(batches: &[RecordBatch]) -> Result<Vec<UserRecs>, ArrowError> {
+    keyed_lists_from_batches(batches, "user_id", "article_id")
+}
+
+fn keyed_lists_from_batches(
+    batches: &[RecordBatch],
+    key: &str,
+    item: &str,
+) -> Result<Vec<UserRecs>, ArrowError> {
     let mut users: Vec<UserRecs> = Vec::new();
     for batch in batches {
-        let user_id = column::<StringArray>(batch, "user_id")?;
-        let article_id = column::<StringArray>(batch, "article_id")?;
+        let user_id = column::<StringArray>(batch, key)?;
+        let article_id = column::<StringArray>(batch, item)?;
         let score = column::<Float32Array>(batch, "score")?;
         for row in 0..batch.num_rows() {
             let item = RankedArticle {
@@ -160,6 +195,9 @@ mod tests {
         let batch = recs_to_batch(&users).unwrap();
         assert_eq!(batch.num_rows(), 3);
         assert_eq!(recs_from_batches(&[batch]).unwrap(), users);
+        let similar = similar_to_batch(&users).unwrap();
+        assert_eq!(similar.schema().field(2).name(), "similar_article_id");
+        assert_eq!(similar_from_batches(&[similar]).unwrap(), users);
         let fallback = vec![item("x", 3.0)];
         assert_eq!(
             fallback_from_batches(&[fallback_to_batch(&fallback).unwrap()]).unwrap(),

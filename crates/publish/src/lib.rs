@@ -9,10 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use newsrec_kv::{Generation, KvError, RecItem, RecStore, UserList};
+use newsrec_kv::{Generation, KvError, RecItem, RecStore, SimilarList, UserList};
 use newsrec_lake::{
     Lake, LakeError, RunManifest,
-    recs::{fallback_from_batches, recs_from_batches},
+    recs::{fallback_from_batches, recs_from_batches, similar_from_batches},
 };
 
 /// Why a publish failed. The previously current generation is still served in every case.
@@ -178,6 +178,36 @@ pub async fn publish_run(
                 .collect(),
         )
         .await?;
+    if let Some(table) = &manifest.outputs.similar {
+        let batches = lake
+            .read_run_table(run_id, table)
+            .await
+            .map_err(lake_error)?;
+        let lists = similar_from_batches(&batches).map_err(|error| PublishError::BadTable {
+            run_id: run_id.to_owned(),
+            table: table.clone(),
+            reason: error.to_string(),
+        })?;
+        let mut lists = lists.into_iter().peekable();
+        while lists.peek().is_some() {
+            let batch: Vec<SimilarList> = lists
+                .by_ref()
+                .take(options.batch_users.max(1))
+                .map(|list| SimilarList {
+                    article_id: list.user_id,
+                    items: list
+                        .items
+                        .into_iter()
+                        .map(|it| RecItem {
+                            article_id: it.article_id,
+                            score: it.score,
+                        })
+                        .collect(),
+                })
+                .collect();
+            writer.put_similar(batch).await?;
+        }
+    }
     // Seals only if the store holds exactly the users the manifest promises.
     let info = writer.finish(users_total).await?;
     store.activate(info.generation).await?;
@@ -266,6 +296,8 @@ mod tests {
                 top_k: 1,
                 parts: vec!["recs-00000.parquet".into()],
                 fallback: "fallback.parquet".into(),
+                similar: None,
+                similar_articles: 0,
             },
             timings: Timings::default(),
         };

@@ -76,6 +76,8 @@ pub enum Source {
     Fallback,
     /// Newest registered articles, when both lists run short.
     Latest,
+    /// Co-occurrence neighbours of an article (`/v1/articles/{id}/similar`).
+    Similar,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +108,7 @@ struct RecommendationQuery {
 #[derive(Debug)]
 enum ServeError {
     BadRequest(String),
+    NotFound(String),
     Internal(String),
     NothingPublished,
     Store(KvError),
@@ -115,6 +118,7 @@ impl IntoResponse for ServeError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
             ServeError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            ServeError::NotFound(message) => (StatusCode::NOT_FOUND, message),
             ServeError::Internal(message) => {
                 tracing::error!(%message, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, message)
@@ -147,6 +151,7 @@ impl IntoResponse for ServeError {
 pub fn router(state: ServeState, guard: Guard) -> Router {
     let guarded = Router::new()
         .route("/v1/users/{user_id}/recommendations", get(recommendations))
+        .route("/v1/articles/{article_id}/similar", get(similar_articles))
         .route_layer(axum::middleware::from_fn_with_state(
             guard.keys,
             auth::require_key,
@@ -168,6 +173,77 @@ pub fn router(state: ServeState, guard: Guard) -> Router {
         .merge(guarded)
         .merge(admin)
         .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct SimilarQuery {
+    k: Option<usize>,
+}
+
+/// The answer of the similar-articles route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimilarArticles {
+    pub article_id: String,
+    pub generation: Generation,
+    pub items: Vec<Item>,
+}
+
+/// `GET /v1/articles/{article_id}/similar?k=`: the co-occurrence neighbours of an article from
+/// the current generation, never an expired one; 404 when the article has no list.
+async fn similar_articles(
+    State(state): State<ServeState>,
+    Path(article_id): Path<String>,
+    Query(query): Query<SimilarQuery>,
+) -> Result<Response, ServeError> {
+    validate_id("article id", &article_id)?;
+    let k = query.k.unwrap_or(state.default_k);
+    if k == 0 || k > state.max_k {
+        return Err(ServeError::BadRequest(format!(
+            "k must be 1..={}, got {k}",
+            state.max_k
+        )));
+    }
+    let Some(list) = state
+        .store
+        .similar_list(&article_id)
+        .await
+        .map_err(ServeError::Store)?
+    else {
+        return Err(ServeError::NotFound(format!(
+            "no similar articles known for {article_id:?} in the current generation"
+        )));
+    };
+    let now_ms = state
+        .history
+        .as_ref()
+        .map_or(0, |history| history.watermark_ms());
+    let items = list
+        .items
+        .into_iter()
+        .filter(|item| {
+            !state
+                .articles
+                .as_ref()
+                .is_some_and(|r| r.is_expired(&item.article_id, now_ms))
+        })
+        .take(k)
+        .map(|item| Item {
+            article_id: item.article_id,
+            score: item.score,
+            source: Source::Similar,
+        })
+        .collect();
+    let mut response = Json(SimilarArticles {
+        article_id,
+        generation: list.generation,
+        items,
+    })
+    .into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    Ok(response)
 }
 
 /// The checked-in OpenAPI document of every route of a node (`docs/openapi.json`).
@@ -570,6 +646,13 @@ mod tests {
             .collect();
         assert_eq!(ids, ["a2", "f1"]);
 
+        let (status, body) = get(&app, "/v1/articles/a1/similar?k=1").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["items"][0]["article_id"], "a2");
+        assert_eq!(body["items"].as_array().unwrap().len(), 1);
+        let (status, _) = get(&app, "/v1/articles/nope/similar").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
         let (_, body) = get(&app, "/v1/users/stranger/recommendations").await;
         assert_eq!(body["source"], "fallback");
 
@@ -619,6 +702,12 @@ mod tests {
         }
         async fn fallback_list(&self) -> Result<Option<newsrec_kv::StoredList>, KvError> {
             self.0.fallback_list().await
+        }
+        async fn similar_list(
+            &self,
+            article_id: &str,
+        ) -> Result<Option<newsrec_kv::StoredList>, KvError> {
+            self.0.similar_list(article_id).await
         }
     }
 
@@ -780,6 +869,7 @@ mod tests {
         for route in [
             "/v1/events",
             "/v1/users/{user_id}/recommendations",
+            "/v1/articles/{article_id}/similar",
             "/v1/articles",
             "/healthz",
             "/metrics",
@@ -787,6 +877,6 @@ mod tests {
         ] {
             assert!(paths.contains_key(route), "{route} is not documented");
         }
-        assert_eq!(paths.len(), 6, "a documented route that no longer exists");
+        assert_eq!(paths.len(), 7, "a documented route that no longer exists");
     }
 }

@@ -9,12 +9,15 @@ use newsrec_lake::{
         DataCounts, DataWindow, Evaluation, MANIFEST_VERSION, ModelEntry, RunManifest, RunOutputs,
         Timings,
     },
-    recs::{RankedArticle, UserRecs, fallback_to_batch, recs_to_batch},
+    recs::{RankedArticle, UserRecs, fallback_to_batch, recs_to_batch, similar_to_batch},
 };
 use newsrec_model::{EvalMetrics, Recommender};
 use rayon::prelude::*;
 
 use crate::{ClickLog, FittedModels, TrainError, TrainSettings};
+
+/// The similar-articles table of a run.
+const SIMILAR_TABLE: &str = "similar.parquet";
 
 /// Users per `recs-NNNNN.parquet` part.
 const USERS_PER_PART: usize = 50_000;
@@ -133,6 +136,12 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
         fallback_to_batch(&fallback).map_err(|e| TrainError::Internal(e.to_string()))?;
     lake.write_run_table(&request.run_id, "fallback.parquet", vec![fallback_batch])
         .await?;
+    let similar = similar_lists(&log, &models, settings.similar_k);
+    let similar_articles = similar.len() as u64;
+    let similar_batch =
+        similar_to_batch(&similar).map_err(|e| TrainError::Internal(e.to_string()))?;
+    lake.write_run_table(&request.run_id, SIMILAR_TABLE, vec![similar_batch])
+        .await?;
     let write_ms = elapsed_ms(write_started);
 
     let dataset = models.dataset();
@@ -206,6 +215,8 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
             top_k: settings.top_k,
             parts,
             fallback: "fallback.parquet".into(),
+            similar: Some(SIMILAR_TABLE.into()),
+            similar_articles,
         },
         timings: Timings {
             read_ms,
@@ -312,4 +323,26 @@ async fn write_lists(
 
 fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
+}
+
+/// Each trained article's most similar articles (the co-occurrence neighbours), best first.
+fn similar_lists(log: &ClickLog, models: &FittedModels, k: usize) -> Vec<UserRecs> {
+    let dataset = models.dataset();
+    (0..log.items.len() as u32)
+        .filter(|item| dataset.item_user_count(*item) > 0)
+        .filter_map(|item| {
+            let neighbours = models.cooccurrence.neighbours(item);
+            (!neighbours.is_empty()).then(|| UserRecs {
+                user_id: log.items[item as usize].clone(),
+                items: neighbours
+                    .iter()
+                    .take(k)
+                    .map(|n| RankedArticle {
+                        article_id: log.items[n.item as usize].clone(),
+                        score: n.score,
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
 }

@@ -29,6 +29,8 @@ pub struct TrainSettings {
     pub window_days: u32,
     pub top_k: usize,
     pub fallback_k: usize,
+    /// Length of each article's similar-articles list.
+    pub similar_k: usize,
     /// `hr@10`, `recall@10` or `ndcg@10`.
     pub select_metric: String,
     pub popularity: PopularityParams,
@@ -41,6 +43,7 @@ impl Default for TrainSettings {
             window_days: 7,
             top_k: 50,
             fallback_k: 200,
+            similar_k: 20,
             select_metric: "ndcg@10".into(),
             popularity: PopularityParams::default(),
             cooccurrence: CooccurrenceParams::default(),
