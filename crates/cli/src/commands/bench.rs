@@ -4,8 +4,10 @@
 //! Publishes a synthetic generation (N users × K items) into a fresh embedded store, starts a
 //! node, drives `GET /v1/users/{random known user}/recommendations?k=10` with `wrk` (a separate
 //! process, keep-alive connections), then drives `redis-benchmark -t get` against the local Redis
-//! with values of the same size as a stored list. Each side runs `--runs` times; the table shows
-//! medians and the ratio of medians.
+//! with values of the same size as a stored list. Both load generators run one thread
+//! (redis-benchmark is single-threaded; wrk gets `-t 1` to match), so on a 2-core machine the
+//! server under test keeps a core. Each side runs `--runs` times; the table shows medians and
+//! the ratio of medians.
 
 use std::{io::Write, path::Path, process::Command, time::Instant};
 
@@ -288,7 +290,7 @@ fn run_wrk(
     let output = Command::new("wrk")
         .args([
             "-t",
-            "2",
+            "1",
             "-c",
             &connections.to_string(),
             "-d",
