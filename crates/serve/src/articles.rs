@@ -154,6 +154,10 @@ impl ArticleRegistry {
 
     /// True when the article may not be served at `now_ms` (see the module doc).
     pub fn is_expired(&self, article_id: &str, now_ms: i64) -> bool {
+        // Before the first click nothing expires: skip the lookups on the hot path.
+        if now_ms <= 0 {
+            return false;
+        }
         let registered = self.registered.read().unwrap_or_else(|p| p.into_inner());
         match registered.get(article_id) {
             Some(meta) if meta.expires_ms.is_some() || meta.published_ms.is_some() => {

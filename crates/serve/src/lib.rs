@@ -451,14 +451,12 @@ async fn recommendations(
     } else {
         Source::Fallback
     };
-    let mut seen: HashSet<String> = HashSet::new();
     let mut items = Vec::with_capacity(k);
     let mut generation = None;
     if let Some(list) = personal {
         generation = Some(list.generation);
         take_into(
             &mut items,
-            &mut seen,
             &exclude,
             list.items,
             Source::Personalized,
@@ -476,7 +474,6 @@ async fn recommendations(
         generation.get_or_insert(fallback.generation);
         take_into(
             &mut items,
-            &mut seen,
             &exclude,
             fallback.items,
             Source::Fallback,
@@ -495,15 +492,7 @@ async fn recommendations(
                 score: 0.0,
             })
             .collect();
-        take_into(
-            &mut items,
-            &mut seen,
-            &exclude,
-            latest,
-            Source::Latest,
-            k,
-            &expired,
-        );
+        take_into(&mut items, &exclude, latest, Source::Latest, k, &expired);
     }
     let generation = generation.ok_or(ServeError::NothingPublished)?;
     metrics::counter!("newsrec_serve_requests_total", "source" => if source == Source::Personalized { "personalized" } else { "fallback" }).increment(1);
@@ -525,7 +514,6 @@ async fn recommendations(
 
 fn take_into(
     items: &mut Vec<Item>,
-    seen: &mut HashSet<String>,
     exclude: &HashSet<&str>,
     candidates: Vec<newsrec_kv::RecItem>,
     source: Source,
@@ -538,7 +526,8 @@ fn take_into(
         }
         if exclude.contains(candidate.article_id.as_str())
             || expired(&candidate.article_id)
-            || !seen.insert(candidate.article_id.clone())
+            // Lists are short (k <= max_k): a scan beats hashing and cloning every id.
+            || items.iter().any(|item| item.article_id == candidate.article_id)
         {
             continue;
         }
