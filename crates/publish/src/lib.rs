@@ -9,10 +9,15 @@
 
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
+use arrow_schema::ArrowError;
+
 use newsrec_kv::{Generation, KvError, RecItem, RecStore, SimilarList, UserList};
 use newsrec_lake::{
     Lake, LakeError, RunManifest,
-    recs::{fallback_from_batches, recs_from_batches, similar_from_batches},
+    recs::{
+        RankedArticle, UserRecs, fallback_from_batches, recs_from_batches, similar_from_batches,
+    },
 };
 
 /// Why a publish failed. The previously current generation is still served in every case.
@@ -95,6 +100,37 @@ pub async fn latest_run(lake: &Lake) -> Result<String, PublishError> {
     newest.map(|(_, run_id)| run_id).ok_or(PublishError::NoRuns)
 }
 
+/// Reads one keyed-lists table of a run.
+async fn read_lists(
+    lake: &Lake,
+    run_id: &str,
+    table: &str,
+    decode: fn(&[RecordBatch]) -> Result<Vec<UserRecs>, ArrowError>,
+) -> Result<Vec<UserRecs>, PublishError> {
+    let batches =
+        lake.read_run_table(run_id, table)
+            .await
+            .map_err(|source| PublishError::Lake {
+                run_id: run_id.to_owned(),
+                source,
+            })?;
+    decode(&batches).map_err(|error| PublishError::BadTable {
+        run_id: run_id.to_owned(),
+        table: table.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+fn rec_items(items: Vec<RankedArticle>) -> Vec<RecItem> {
+    items
+        .into_iter()
+        .map(|it| RecItem {
+            article_id: it.article_id,
+            score: it.score,
+        })
+        .collect()
+}
+
 /// Publishes `run_id` into `store` and makes it current.
 pub async fn publish_run(
     lake: &Lake,
@@ -121,32 +157,18 @@ pub async fn publish_run(
     let mut writer = store.create_generation(run_id).await?;
     let generation = writer.generation();
     tracing::info!(run_id, generation, users = users_total, "publishing");
+    let batch_size = options.batch_users.max(1);
     let mut users_done = 0u64;
     for part in &manifest.outputs.parts {
-        let batches = lake
-            .read_run_table(run_id, part)
-            .await
-            .map_err(lake_error)?;
-        let lists = recs_from_batches(&batches).map_err(|error| PublishError::BadTable {
-            run_id: run_id.to_owned(),
-            table: part.clone(),
-            reason: error.to_string(),
-        })?;
+        let lists = read_lists(lake, run_id, part, recs_from_batches).await?;
         let mut lists = lists.into_iter().peekable();
         while lists.peek().is_some() {
             let batch: Vec<UserList> = lists
                 .by_ref()
-                .take(options.batch_users.max(1))
+                .take(batch_size)
                 .map(|user| UserList {
                     user_id: user.user_id,
-                    items: user
-                        .items
-                        .into_iter()
-                        .map(|it| RecItem {
-                            article_id: it.article_id,
-                            score: it.score,
-                        })
-                        .collect(),
+                    items: rec_items(user.items),
                 })
                 .collect();
             users_done += batch.len() as u64;
@@ -167,42 +189,17 @@ pub async fn publish_run(
             table: manifest.outputs.fallback.clone(),
             reason: error.to_string(),
         })?;
-    writer
-        .put_fallback(
-            fallback
-                .into_iter()
-                .map(|it| RecItem {
-                    article_id: it.article_id,
-                    score: it.score,
-                })
-                .collect(),
-        )
-        .await?;
+    writer.put_fallback(rec_items(fallback)).await?;
     if let Some(table) = &manifest.outputs.similar {
-        let batches = lake
-            .read_run_table(run_id, table)
-            .await
-            .map_err(lake_error)?;
-        let lists = similar_from_batches(&batches).map_err(|error| PublishError::BadTable {
-            run_id: run_id.to_owned(),
-            table: table.clone(),
-            reason: error.to_string(),
-        })?;
+        let lists = read_lists(lake, run_id, table, similar_from_batches).await?;
         let mut lists = lists.into_iter().peekable();
         while lists.peek().is_some() {
             let batch: Vec<SimilarList> = lists
                 .by_ref()
-                .take(options.batch_users.max(1))
+                .take(batch_size)
                 .map(|list| SimilarList {
                     article_id: list.user_id,
-                    items: list
-                        .items
-                        .into_iter()
-                        .map(|it| RecItem {
-                            article_id: it.article_id,
-                            score: it.score,
-                        })
-                        .collect(),
+                    items: rec_items(list.items),
                 })
                 .collect();
             writer.put_similar(batch).await?;
