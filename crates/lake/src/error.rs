@@ -4,7 +4,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LakeError {
-    #[error("unsupported lake uri {uri:?}: use file:///path, a plain path or memory://")]
+    #[error(
+        "unsupported lake uri {uri:?}: use file:///path, a plain path, s3://bucket/prefix or memory://"
+    )]
     UnsupportedUri { uri: String },
     #[error("cannot create lake folder {path}: {source}")]
     CreateRoot {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt};
 use newsrec_event::{ClickEvent, events_to_batch};
-use object_store::{ObjectMeta, ObjectStoreExt, PutPayload, path::Path};
+use object_store::{ObjectMeta, ObjectStoreExt, PutPayload, WriteMultipart, path::Path};
 use parquet::{
     arrow::{ArrowWriter, ProjectionMask, arrow_reader::ParquetRecordBatchReaderBuilder},
     basic::{Compression, ZstdLevel},
@@ -192,10 +192,24 @@ impl Lake {
 
     /// Stores bytes at `path` (atomic: readers see the whole object or none).
     pub async fn put_object(&self, path: &Path, bytes: impl Into<Bytes>) -> Result<(), LakeError> {
-        self.store()
-            .put(path, PutPayload::from(bytes.into()))
+        let bytes = bytes.into();
+        let store_error = |source| LakeError::store(path, source);
+        if bytes.len() <= self.multipart_threshold {
+            self.store()
+                .put(path, PutPayload::from(bytes))
+                .await
+                .map_err(store_error)?;
+            return Ok(());
+        }
+        // Large objects go up in parts; the object appears only when the upload completes.
+        let upload = self
+            .store()
+            .put_multipart(path)
             .await
-            .map_err(|source| LakeError::store(path, source))?;
+            .map_err(store_error)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, crate::MULTIPART_PART_BYTES);
+        writer.put(bytes);
+        writer.finish().await.map_err(store_error)?;
         Ok(())
     }
 

@@ -19,13 +19,63 @@ pub use manifest::RunManifest;
 
 use std::{path::PathBuf, sync::Arc};
 
-use object_store::{DynObjectStore, local::LocalFileSystem, memory::InMemory};
+use object_store::{
+    DynObjectStore,
+    aws::{AmazonS3Builder, AmazonS3ConfigKey},
+    local::LocalFileSystem,
+    memory::InMemory,
+    prefix::PrefixStore,
+};
 
 /// A handle on one lake: an object store plus the layout rules.
 #[derive(Debug, Clone)]
 pub struct Lake {
     store: Arc<DynObjectStore>,
     uri: String,
+    multipart_threshold: usize,
+}
+
+/// Objects above this size go up as multipart uploads (S3 caps a single PUT at 5 GiB, and parts
+/// let a large object resume part by part).
+const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+/// Size of each uploaded part (S3's minimum is 5 MiB).
+pub(crate) const MULTIPART_PART_BYTES: usize = 8 * 1024 * 1024;
+
+fn open_s3(
+    uri: &str,
+    rest: &str,
+    settings: &[(&str, &str)],
+) -> Result<Arc<DynObjectStore>, LakeError> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(LakeError::UnsupportedUri {
+            uri: uri.to_owned(),
+        });
+    }
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    for (key, value) in settings {
+        let key: AmazonS3ConfigKey = key.parse().map_err(|source| LakeError::Store {
+            path: uri.to_owned(),
+            source,
+        })?;
+        builder = builder.with_config(key, *value);
+    }
+    let endpoint = builder
+        .get_config_value(&AmazonS3ConfigKey::Endpoint)
+        .unwrap_or_default();
+    if endpoint.starts_with("http://") {
+        builder = builder.with_allow_http(true);
+    }
+    let s3 = builder.build().map_err(|source| LakeError::Store {
+        path: uri.to_owned(),
+        source,
+    })?;
+    let prefix = prefix.trim_matches('/');
+    Ok(if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(PrefixStore::new(s3, prefix))
+    })
 }
 
 impl Lake {
@@ -34,8 +84,20 @@ impl Lake {
     /// - `file:///abs/path` or a plain path: a local folder (created when missing); writes are
     ///   fsynced, file and folder, before they are reported done.
     /// - `memory://`: a process-local in-memory store, for tests.
+    /// - `s3://bucket[/prefix]`: S3 or an S3-compatible server. Credentials, region and endpoint
+    ///   come from the usual AWS environment variables (`AWS_ACCESS_KEY_ID`, `AWS_REGION`,
+    ///   `AWS_ENDPOINT_URL`, …); requests are path-style unless
+    ///   `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true`; a plain `http://` endpoint is allowed as given.
     pub fn open(uri: &str) -> Result<Lake, LakeError> {
-        let store: Arc<DynObjectStore> = if uri == "memory://" || uri == "memory:" {
+        Lake::open_with(uri, &[])
+    }
+
+    /// Like [`Lake::open`], with S3 settings given explicitly (`("aws_endpoint_url", "…")`, …)
+    /// on top of the environment; ignored by other schemes.
+    pub fn open_with(uri: &str, s3_settings: &[(&str, &str)]) -> Result<Lake, LakeError> {
+        let store: Arc<DynObjectStore> = if let Some(rest) = uri.strip_prefix("s3://") {
+            open_s3(uri, rest, s3_settings)?
+        } else if uri == "memory://" || uri == "memory:" {
             Arc::new(InMemory::new())
         } else if let Some(path) = local_path(uri) {
             std::fs::create_dir_all(&path).map_err(|source| LakeError::CreateRoot {
@@ -59,7 +121,14 @@ impl Lake {
         Ok(Lake {
             store,
             uri: uri.to_owned(),
+            multipart_threshold: MULTIPART_THRESHOLD,
         })
+    }
+
+    /// Objects larger than `bytes` are uploaded in parts (default 16 MiB).
+    pub fn with_multipart_threshold(mut self, bytes: usize) -> Lake {
+        self.multipart_threshold = bytes.max(1);
+        self
     }
 
     /// Wraps an existing object store (for callers that build their own, e.g. with credentials).
@@ -67,6 +136,7 @@ impl Lake {
         Lake {
             store,
             uri: uri.into(),
+            multipart_threshold: MULTIPART_THRESHOLD,
         }
     }
 
@@ -106,7 +176,7 @@ mod tests {
         let error = Lake::open("gopher://x").unwrap_err();
         assert_eq!(
             error.to_string(),
-            "unsupported lake uri \"gopher://x\": use file:///path, a plain path or memory://"
+            "unsupported lake uri \"gopher://x\": use file:///path, a plain path, s3://bucket/prefix or memory://"
         );
     }
 }
