@@ -454,7 +454,7 @@ impl DynamoWriter {
             generation: self.generation,
             run_id: self.run_id.clone(),
             users: stored,
-            sealed_at_ms: now_ms(),
+            sealed_at_ms: crate::now_ms(),
         };
         self.table
             .put_item("sealing the generation", info_item(&info, true))
@@ -827,7 +827,7 @@ impl Table {
     /// missing or its lease has expired.
     async fn acquire_lock(&self) -> Result<Lease, KvError> {
         let owner = lock_owner();
-        let now = now_ms();
+        let now = crate::now_ms();
         let mut item = key_item(LOCK_KEY.into());
         item.insert("owner".into(), AttributeValue::S(owner.clone()));
         item.insert(
@@ -872,7 +872,10 @@ impl Table {
             .condition_expression("#owner = :owner")
             .expression_attribute_names("#expires", "expires_at_ms")
             .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":expires", number(now_ms().saturating_add(lease_ms())))
+            .expression_attribute_values(
+                ":expires",
+                number(crate::now_ms().saturating_add(lease_ms())),
+            )
             .expression_attribute_values(":owner", AttributeValue::S(lease.owner.clone()))
             .send()
             .await;
@@ -1352,19 +1355,15 @@ fn lock_owner() -> String {
     static ACQUISITIONS: AtomicU64 = AtomicU64::new(0);
     let sequence = ACQUISITIONS.fetch_add(1, Ordering::Relaxed);
     let nonce = (random_unit() * 1e12) as u64;
-    format!("{}-{}-{sequence}-{nonce}", std::process::id(), now_ms())
+    format!(
+        "{}-{}-{sequence}-{nonce}",
+        std::process::id(),
+        crate::now_ms()
+    )
 }
 
 fn lease_ms() -> i64 {
     i64::try_from(LOCK_LEASE.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }
 
 #[cfg(test)]
@@ -1607,7 +1606,7 @@ mod tests {
         format!(
             "newsrec-test-{case}-{}-{}-{sequence}",
             std::process::id(),
-            now_ms()
+            crate::now_ms()
         )
     }
 
@@ -1775,7 +1774,7 @@ mod tests {
         with_store("expired", |store, _| async move {
             let mut stale = key_item(LOCK_KEY.into());
             stale.insert("owner".into(), AttributeValue::S("dead-publisher".into()));
-            stale.insert("expires_at_ms".into(), number(now_ms() - 1));
+            stale.insert("expires_at_ms".into(), number(crate::now_ms() - 1));
             store.table.put_item("test", stale).await.unwrap();
             let generation = conformance::publish(&*store, "run-a", &[("u1", &["a1"])]).await;
             assert_eq!(
@@ -1863,7 +1862,7 @@ mod tests {
             };
             let mut stale = key_item(LOCK_KEY.into());
             stale.insert("owner".into(), AttributeValue::S("crashed".into()));
-            stale.insert("expires_at_ms".into(), number(now_ms() - 1));
+            stale.insert("expires_at_ms".into(), number(crate::now_ms() - 1));
             store.table.put_item("test", stale).await.unwrap();
             assert_eq!(store.generations().await.unwrap().len(), 1);
             assert!(matches!(

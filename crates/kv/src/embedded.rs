@@ -480,7 +480,7 @@ impl GenerationWriter for EmbeddedWriter {
             generation: self.generation,
             run_id: self.run_id.clone(),
             users: stored,
-            sealed_at_ms: now_ms(),
+            sealed_at_ms: crate::now_ms(),
         };
         let info_json = serde_json::to_vec(&info)
             .map_err(|error| io_error(&self.partial, std::io::Error::other(error)))?;
@@ -504,14 +504,6 @@ impl GenerationWriter for EmbeddedWriter {
         sync_dir(&dir)?;
         Ok(info)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), KvError> {

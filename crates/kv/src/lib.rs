@@ -167,6 +167,15 @@ pub trait GenerationWriter: Send + std::fmt::Debug {
     async fn finish(self: Box<Self>, expected_users: u64) -> Result<GenerationInfo, KvError>;
 }
 
+/// Wall-clock epoch milliseconds (seal times, lock leases); 0 if the clock is before 1970.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
 /// Rolls back to the newest sealed generation older than the current one; returns it.
 pub async fn rollback(store: &dyn RecStore) -> Result<Generation, KvError> {
     let current = store.current().await?.map(|info| info.generation);

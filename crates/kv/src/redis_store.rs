@@ -612,7 +612,7 @@ async fn seal(
         generation,
         run_id,
         users: expected_users,
-        sealed_at_ms: now_ms(),
+        sealed_at_ms: crate::now_ms(),
     };
     let info_json = serde_json::to_vec(&info).map_err(|error| KvError::Backend {
         backend: BACKEND,
@@ -930,14 +930,6 @@ fn unique_token() -> String {
 
 fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }
 
 #[cfg(test)]
