@@ -8,76 +8,8 @@ use std::{
 };
 
 use newsrec_kv::{EmbeddedStore, RecStore};
-use newsrec_lake::{
-    Lake,
-    manifest::{DataCounts, DataWindow, MANIFEST_VERSION, RunManifest, RunOutputs, Timings},
-    recs::{RankedArticle, UserRecs, fallback_to_batch, recs_to_batch},
-};
-
-const USERS_PER_PART: usize = 20_000;
-
-async fn write_run(lake: &Lake, run_id: &str, users: usize, items: usize) {
-    let mut parts = Vec::new();
-    for (index, start) in (0..users).step_by(USERS_PER_PART).enumerate() {
-        let lists: Vec<UserRecs> = (start..(start + USERS_PER_PART).min(users))
-            .map(|user| UserRecs {
-                user_id: format!("u{user}"),
-                items: (0..items)
-                    .map(|rank| RankedArticle {
-                        article_id: format!("{run_id}-{rank}"),
-                        score: 1.0 / (rank as f32 + 1.0),
-                    })
-                    .collect(),
-            })
-            .collect();
-        let name = format!("recs-{index:05}.parquet");
-        lake.write_run_table(run_id, &name, vec![recs_to_batch(&lists).unwrap()])
-            .await
-            .unwrap();
-        parts.push(name);
-    }
-    let fallback = [RankedArticle {
-        article_id: format!("{run_id}-fallback"),
-        score: 1.0,
-    }];
-    lake.write_run_table(
-        run_id,
-        "fallback.parquet",
-        vec![fallback_to_batch(&fallback).unwrap()],
-    )
-    .await
-    .unwrap();
-    let manifest = RunManifest {
-        manifest_version: MANIFEST_VERSION,
-        run_id: run_id.into(),
-        newsrec_version: "test".into(),
-        created_at: "2026-11-22T00:00:00Z".into(),
-        serving_date: "2026-11-22".into(),
-        window: DataWindow {
-            start: "2026-11-15".into(),
-            end: "2026-11-22".into(),
-            start_ms: 0,
-            end_ms: 1,
-        },
-        config: serde_json::Value::Null,
-        counts: DataCounts::default(),
-        models: Vec::new(),
-        evaluations: Vec::new(),
-        chosen_model: "popularity".into(),
-        chosen_because: "test".into(),
-        outputs: RunOutputs {
-            users: users as u64,
-            rows: (users * items) as u64,
-            top_k: items,
-            parts,
-            fallback: "fallback.parquet".into(),
-            similar: None,
-            similar_articles: 0,
-        },
-        timings: Timings::default(),
-    };
-    lake.write_manifest(run_id, &manifest).await.unwrap();
-}
+use newsrec_lake::Lake;
+use newsrec_testkit::runs::{RunSpec, write_run};
 
 fn publish(data_dir: &Path, run_id: &str) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_newsrec"))
@@ -110,8 +42,28 @@ fn partial_exists(kv: &Path) -> bool {
 async fn kill_9_during_publish_keeps_the_old_generation_and_a_rerun_completes() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
-    write_run(&lake, "old", 100, 5).await;
-    write_run(&lake, "big", 200_000, 20).await;
+    write_run(
+        &lake,
+        &RunSpec {
+            run_id: "old",
+            users: 100,
+            items: 5,
+            promised_users: 100,
+        },
+    )
+    .await
+    .unwrap();
+    write_run(
+        &lake,
+        &RunSpec {
+            run_id: "big",
+            users: 200_000,
+            items: 20,
+            promised_users: 200_000,
+        },
+    )
+    .await
+    .unwrap();
     assert!(publish(dir.path(), "old").wait().unwrap().success());
 
     let kv = dir.path().join("kv");

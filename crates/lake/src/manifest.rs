@@ -11,9 +11,6 @@ use serde::{Deserialize, Serialize};
 /// The manifest format version this build writes.
 pub const MANIFEST_VERSION: u32 = 1;
 
-/// Free-form JSON held by the manifest (config, hyperparameters, metrics).
-pub type ConfigValue = serde_json::Value;
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunManifest {
     pub manifest_version: u32,

@@ -230,87 +230,29 @@ pub async fn publish_run(
 mod tests {
     use super::*;
     use newsrec_kv::EmbeddedStore;
-    use newsrec_lake::{
-        manifest::{DataCounts, DataWindow, RunOutputs, Timings},
-        recs::{RankedArticle, UserRecs, fallback_to_batch, recs_to_batch},
-    };
+    use newsrec_testkit::runs::{RunSpec, write_run};
 
     const OPTIONS: PublishOptions = PublishOptions {
         batch_users: 2,
         keep_generations: 1,
     };
 
-    /// Writes a run of `users` one-item lists whose manifest promises `promised` users.
-    async fn write_run(lake: &Lake, run_id: &str, users: usize, promised: u64) {
-        let lists: Vec<UserRecs> = (0..users)
-            .map(|u| UserRecs {
-                user_id: format!("u{u}"),
-                items: vec![RankedArticle {
-                    article_id: format!("{run_id}-a"),
-                    score: 1.0,
-                }],
-            })
-            .collect();
-        lake.write_run_table(
-            run_id,
-            "recs-00000.parquet",
-            vec![recs_to_batch(&lists).unwrap()],
-        )
-        .await
-        .unwrap();
-        let fallback = [RankedArticle {
-            article_id: "f".into(),
-            score: 1.0,
-        }];
-        lake.write_run_table(
-            run_id,
-            "fallback.parquet",
-            vec![fallback_to_batch(&fallback).unwrap()],
-        )
-        .await
-        .unwrap();
-        let manifest = RunManifest {
-            manifest_version: 1,
-            run_id: run_id.into(),
-            newsrec_version: "test".into(),
-            created_at: format!("2026-11-22T00:00:0{}Z", run_id.len() % 10),
-            serving_date: "2026-11-22".into(),
-            window: DataWindow {
-                start: "2026-11-15".into(),
-                end: "2026-11-22".into(),
-                start_ms: 0,
-                end_ms: 1,
-            },
-            config: serde_json_null(),
-            counts: DataCounts::default(),
-            models: Vec::new(),
-            evaluations: Vec::new(),
-            chosen_model: "popularity".into(),
-            chosen_because: "test".into(),
-            outputs: RunOutputs {
-                users: promised,
-                rows: users as u64,
-                top_k: 1,
-                parts: vec!["recs-00000.parquet".into()],
-                fallback: "fallback.parquet".into(),
-                similar: None,
-                similar_articles: 0,
-            },
-            timings: Timings::default(),
-        };
-        lake.write_manifest(run_id, &manifest).await.unwrap();
-    }
-
-    fn serde_json_null() -> newsrec_lake::manifest::ConfigValue {
-        newsrec_lake::manifest::ConfigValue::Null
-    }
-
     #[tokio::test]
     async fn publishes_and_a_short_run_never_replaces_the_served_one() {
         let lake = Lake::open("memory://").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        write_run(&lake, "good", 5, 5).await;
+        write_run(
+            &lake,
+            &RunSpec {
+                run_id: "good",
+                users: 5,
+                items: 1,
+                promised_users: 5,
+            },
+        )
+        .await
+        .unwrap();
         let report = publish_run(&lake, &store, "good", OPTIONS, &|_| {})
             .await
             .unwrap();
@@ -318,7 +260,17 @@ mod tests {
         assert_eq!(latest_run(&lake).await.unwrap(), "good");
 
         // A run whose tables hold fewer users than its manifest promises is refused.
-        write_run(&lake, "short", 3, 4).await;
+        write_run(
+            &lake,
+            &RunSpec {
+                run_id: "short",
+                users: 3,
+                items: 1,
+                promised_users: 4,
+            },
+        )
+        .await
+        .unwrap();
         let error = publish_run(&lake, &store, "short", OPTIONS, &|_| {})
             .await
             .unwrap_err();
@@ -327,7 +279,7 @@ mod tests {
             "{error}"
         );
         let served = store.user_list("u0").await.unwrap().unwrap();
-        assert_eq!(served.items[0].article_id, "good-a");
+        assert_eq!(served.items[0].article_id, "good-0");
 
         let missing = publish_run(&lake, &store, "nope", OPTIONS, &|_| {})
             .await

@@ -4,7 +4,10 @@
 //! article catalogue behind them. The stream has the shape that makes news recommendation hard:
 //! readers with favourite topics, power-law article appeal, articles that age within hours, a
 //! day/night cycle, and an election-night spike of many times the normal traffic on one evening.
-//! The same config and seed always give the same stream.
+//! The same config and seed always give the same stream. [`runs`] writes training runs of a
+//! given shape straight into a lake, for tests that need one without training.
+
+pub mod runs;
 
 use chrono::NaiveDate;
 use newsrec_event::ClickEvent;

@@ -1,0 +1,95 @@
+//! Training runs written straight into a lake, for tests of `publish` and the serving path that
+//! need a run of a given shape without training one.
+
+use newsrec_lake::{
+    Lake, LakeError,
+    manifest::{DataCounts, DataWindow, MANIFEST_VERSION, RunManifest, RunOutputs, Timings},
+    recs::{RankedArticle, UserRecs, fallback_to_batch, recs_to_batch},
+};
+
+/// Users per `recs-NNNNN.parquet` part, as training writes them.
+const USERS_PER_PART: usize = 20_000;
+
+/// The shape of a synthetic run.
+#[derive(Debug, Clone)]
+pub struct RunSpec<'a> {
+    pub run_id: &'a str,
+    /// Users `u0..u{users}`, each with `items` articles `<run_id>-<rank>`.
+    pub users: usize,
+    pub items: usize,
+    /// Users the manifest promises (normally `users`; another value makes a broken run).
+    pub promised_users: u64,
+}
+
+/// Writes the run's lists, a one-article fallback (`<run_id>-fallback`) and, last, its manifest.
+pub async fn write_run(lake: &Lake, spec: &RunSpec<'_>) -> Result<RunManifest, LakeError> {
+    let RunSpec {
+        run_id,
+        users,
+        items,
+        promised_users,
+    } = *spec;
+    let bad = |error: arrow_schema::ArrowError| LakeError::BadObject {
+        path: run_id.to_owned(),
+        reason: error.to_string(),
+    };
+    let mut parts = Vec::new();
+    for (index, start) in (0..users).step_by(USERS_PER_PART).enumerate() {
+        let lists: Vec<UserRecs> = (start..(start + USERS_PER_PART).min(users))
+            .map(|user| UserRecs {
+                user_id: format!("u{user}"),
+                items: (0..items)
+                    .map(|rank| RankedArticle {
+                        article_id: format!("{run_id}-{rank}"),
+                        score: 1.0 / (rank as f32 + 1.0),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let name = format!("recs-{index:05}.parquet");
+        lake.write_run_table(run_id, &name, vec![recs_to_batch(&lists).map_err(bad)?])
+            .await?;
+        parts.push(name);
+    }
+    let fallback = [RankedArticle {
+        article_id: format!("{run_id}-fallback"),
+        score: 1.0,
+    }];
+    lake.write_run_table(
+        run_id,
+        "fallback.parquet",
+        vec![fallback_to_batch(&fallback).map_err(bad)?],
+    )
+    .await?;
+    let manifest = RunManifest {
+        manifest_version: MANIFEST_VERSION,
+        run_id: run_id.into(),
+        newsrec_version: "testkit".into(),
+        created_at: "2026-11-22T00:00:00Z".into(),
+        serving_date: "2026-11-22".into(),
+        window: DataWindow {
+            start: "2026-11-15".into(),
+            end: "2026-11-22".into(),
+            start_ms: 0,
+            end_ms: 1,
+        },
+        config: serde_json::Value::Null,
+        counts: DataCounts::default(),
+        models: Vec::new(),
+        evaluations: Vec::new(),
+        chosen_model: "popularity".into(),
+        chosen_because: "written by the testkit".into(),
+        outputs: RunOutputs {
+            users: promised_users,
+            rows: (users * items) as u64,
+            top_k: items,
+            parts,
+            fallback: "fallback.parquet".into(),
+            similar: None,
+            similar_articles: 0,
+        },
+        timings: Timings::default(),
+    };
+    lake.write_manifest(run_id, &manifest).await?;
+    Ok(manifest)
+}
