@@ -51,9 +51,41 @@ pub fn progress_bar(total: u64, template: &str) -> ProgressBar {
     bar
 }
 
-/// Formats a metric to 4 decimals.
+/// Formats a metric to 4 decimals; a missing (NaN) one is left blank.
 pub fn metric(value: f64) -> String {
-    format!("{value:.4}")
+    if value.is_nan() {
+        String::new()
+    } else {
+        format!("{value:.4}")
+    }
+}
+
+/// The P1 columns every metric table ends with.
+const METRIC_COLUMNS: [&str; 6] = [
+    "users",
+    "HR@10",
+    "Recall@10",
+    "NDCG@10",
+    "coverage",
+    "in train",
+];
+
+/// A metric table's header: the leading columns, then the P1 columns.
+pub fn metric_header(leading: &[&str]) -> Vec<String> {
+    leading
+        .iter()
+        .chain(METRIC_COLUMNS.iter())
+        .map(|cell| (*cell).to_owned())
+        .collect()
+}
+
+/// A metric table's row: the leading cells, then users, HR, recall, NDCG, coverage and the share
+/// of truth in training (NaN for a figure the row does not have).
+pub fn metric_row(leading: Vec<String>, users: usize, figures: [f64; 5]) -> Vec<String> {
+    let mut row = leading;
+    row.push(users.to_string());
+    row.extend(figures.into_iter().map(metric));
+    row
 }
 
 #[cfg(test)]

@@ -62,45 +62,24 @@ pub async fn run(config: &Config, data_dir: &Path, args: EvalArgs) -> anyhow::Re
 
 /// Per-day rows and the mean, one row per model.
 pub fn table(report: &EvalReport) -> String {
-    let mut rows = vec![
-        [
-            "test day",
-            "model",
-            "users",
-            "HR@10",
-            "Recall@10",
-            "NDCG@10",
-            "coverage",
-            "in train",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    let mut rows = vec![output::metric_header(&["test day", "model"])];
     for day in &report.days {
         for (model, m) in &day.models {
-            rows.push(vec![
-                day.date.clone(),
-                model.clone(),
-                m.users.to_string(),
-                output::metric(m.hit_rate),
-                output::metric(m.recall),
-                output::metric(m.ndcg),
-                output::metric(m.coverage),
-                output::metric(m.truth_in_train),
-            ]);
+            let figures = [m.hit_rate, m.recall, m.ndcg, m.coverage, m.truth_in_train];
+            rows.push(output::metric_row(
+                vec![day.date.clone(), model.clone()],
+                m.users,
+                figures,
+            ));
         }
     }
     for (model, m) in &report.mean {
-        rows.push(vec![
-            "mean".into(),
-            model.clone(),
-            m.users.to_string(),
-            output::metric(m.hit_rate),
-            output::metric(m.recall),
-            output::metric(m.ndcg),
-            String::new(),
-            String::new(),
-        ]);
+        let figures = [m.hit_rate, m.recall, m.ndcg, f64::NAN, f64::NAN];
+        rows.push(output::metric_row(
+            vec!["mean".into(), model.clone()],
+            m.users,
+            figures,
+        ));
     }
     output::table(&rows)
 }

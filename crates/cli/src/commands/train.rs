@@ -92,21 +92,7 @@ pub fn metrics_table(manifest: &RunManifest) -> String {
     if manifest.evaluations.is_empty() {
         return "no P1 evaluation: the lake holds no clicks of the day before or of the serving day\n".into();
     }
-    let mut rows = vec![
-        [
-            "evaluation",
-            "test day",
-            "model",
-            "users",
-            "HR@10",
-            "Recall@10",
-            "NDCG@10",
-            "coverage",
-            "in train",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    let mut rows = vec![output::metric_header(&["evaluation", "test day", "model"])];
     for evaluation in &manifest.evaluations {
         for (model, metrics) in &evaluation.metrics {
             let figure = |key: &str| {
@@ -115,17 +101,23 @@ pub fn metrics_table(manifest: &RunManifest) -> String {
                     .and_then(serde_json::Value::as_f64)
                     .unwrap_or(f64::NAN)
             };
-            rows.push(vec![
+            let users = metrics
+                .get("users")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0) as usize;
+            let leading = vec![
                 evaluation.role.clone(),
                 evaluation.test_date.clone(),
                 model.clone(),
-                format!("{}", figure("users")),
-                output::metric(figure("hr@10")),
-                output::metric(figure("recall@10")),
-                output::metric(figure("ndcg@10")),
-                output::metric(figure("coverage")),
-                output::metric(figure("truth_in_train")),
-            ]);
+            ];
+            let figures = [
+                figure("hr@10"),
+                figure("recall@10"),
+                figure("ndcg@10"),
+                figure("coverage"),
+                figure("truth_in_train"),
+            ];
+            rows.push(output::metric_row(leading, users, figures));
         }
     }
     output::table(&rows)
