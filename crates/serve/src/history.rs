@@ -2,7 +2,8 @@
 //! never recommended back; plus the event-time watermark serving uses as "now".
 //!
 //! Memory is bounded: at most `max_reads_per_user` reads per user (oldest dropped) and at most
-//! `max_users` users (when full, the user whose newest read is oldest in the shard is evicted).
+//! `max_users` users (when full, the stalest of a few sampled users of the shard is evicted:
+//! an exact oldest-first scan would cost a pass over the shard on every new user at capacity).
 //! Reads older than `ttl` behind the watermark are dropped: by then the next daily lists already
 //! exclude them. Time is event time, so replays and backfills behave like live traffic.
 
@@ -16,6 +17,8 @@ use std::{
 };
 
 const SHARDS: usize = 64;
+/// Users looked at to pick one to evict when a shard is full.
+const EVICTION_SAMPLE: usize = 8;
 
 /// One shard: user id → (article id, event time) oldest first.
 type Shard = Mutex<HashMap<String, VecDeque<(String, i64)>>>;
@@ -74,6 +77,7 @@ impl ReadHistory {
         if !shard.contains_key(user_id) && shard.len() >= per_shard {
             let stalest = shard
                 .iter()
+                .take(EVICTION_SAMPLE)
                 .min_by_key(|(_, reads)| reads.back().map_or(i64::MIN, |(_, ts)| *ts))
                 .map(|(user, _)| user.clone());
             if let Some(stalest) = stalest {
