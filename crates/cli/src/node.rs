@@ -1,13 +1,19 @@
 //! One node running ingest and serve on one listener (`newsrec up`), startable in-process.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use anyhow::Context;
 use axum::http::{HeaderValue, Method, header};
+use newsrec_config::AckSetting;
 use newsrec_config::Config;
 use newsrec_event::{ClickEvent, EventType};
 use newsrec_ingest::AcceptedHook;
-use newsrec_ingest::{BatchLimits, BatcherTask, IngestState, spawn_batcher};
+use newsrec_ingest::{AckMode, IngestHandle, IngestState, PipelineOptions, PipelineTask};
 use newsrec_kv::RecStore;
 use newsrec_lake::Lake;
 use newsrec_serve::{
@@ -18,6 +24,7 @@ use newsrec_serve::{
     shed::Shedder,
     spawn_refresher,
 };
+use newsrec_wal::WalOptions;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower_http::cors::CorsLayer;
 
@@ -48,7 +55,8 @@ pub struct Node {
     store: Arc<dyn RecStore>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
-    batcher: BatcherTask,
+    pipeline: PipelineTask,
+    ingest: IngestHandle,
     refresher: JoinHandle<()>,
 }
 
@@ -58,12 +66,34 @@ impl Node {
         let config = &options.config;
         let lake = open_lake(config, &options.data_dir)?;
         let store = open_store(config, &options.data_dir).await?;
-        let limits = BatchLimits {
-            max_events: config.ingest.batch_max_events,
-            max_bytes: config.ingest.batch_max_bytes,
-            max_age: Duration::from_millis(config.ingest.batch_max_age_ms),
+        let wal_dir = if config.ingest.wal_dir.is_empty() {
+            options.data_dir.join("wal")
+        } else {
+            PathBuf::from(&config.ingest.wal_dir)
         };
-        let (batcher_handle, batcher) = spawn_batcher(lake.clone(), config.node_id.clone(), limits);
+        let pipeline_options = PipelineOptions {
+            node_id: config.node_id.clone(),
+            wal_dir: wal_dir.clone(),
+            wal: WalOptions::default(),
+            buffer_bytes: u64::from(config.ingest.buffer_size_mib) << 20,
+            buffer_interval: Duration::from_secs(u64::from(config.ingest.buffer_interval_s)),
+            max_backlog_bytes: u64::from(config.ingest.max_backlog_mib) << 20,
+        };
+        let (pipeline_handle, pipeline, replay) =
+            newsrec_ingest::start(lake.clone(), pipeline_options)
+                .await
+                .with_context(|| {
+                    format!("starting ingest (write-ahead log in {})", wal_dir.display())
+                })?;
+        if replay.redone_records > 0 || replay.truncated_bytes > 0 {
+            tracing::warn!(
+                records = replay.redone_records,
+                events = replay.redone_events,
+                refused_records = replay.redone_errors,
+                torn_tail_bytes = replay.truncated_bytes,
+                "write-ahead log replayed: the last run did not stop cleanly"
+            );
+        }
         let serve_config = &config.serve;
         let history = Arc::new(ReadHistory::new(HistoryLimits {
             max_users: serve_config.history_max_users,
@@ -86,7 +116,12 @@ impl Node {
             }
         });
         let mut ingest = newsrec_ingest::router(IngestState {
-            batcher: batcher_handle,
+            pipeline: pipeline_handle.clone(),
+            ack: match config.ingest.ack {
+                AckSetting::Wal => AckMode::Wal,
+                AckSetting::Lake => AckMode::Lake,
+                AckSetting::None => AckMode::None,
+            },
             max_body_bytes: config.ingest.max_body_bytes,
             max_records_per_request: config.ingest.max_records_per_request,
             on_accepted: Some(on_accepted),
@@ -160,7 +195,8 @@ impl Node {
             store,
             stop,
             server,
-            batcher,
+            pipeline,
+            ingest: pipeline_handle,
             refresher,
         })
     }
@@ -177,12 +213,27 @@ impl Node {
         &self.store
     }
 
+    /// Waits until every acknowledged event is in a committed lake object (the buffer has been
+    /// flushed), or `timeout` passes. True when it got there.
+    pub async fn wait_until_committed(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.ingest.stats().backlog_bytes.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops accepting requests, lets in-flight ones finish (their events are written and
     /// acknowledged), flushes the ingest buffer, and stops.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.server.await??;
-        self.batcher.shutdown().await;
+        self.pipeline.shutdown().await;
         self.refresher.abort();
         Ok(())
     }

@@ -18,7 +18,8 @@ use serde_json::Value;
 async fn clicks_in_recommendations_out() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.ingest.batch_max_age_ms = 20;
+    config.ingest.ack = newsrec_config::AckSetting::Lake;
+    config.ingest.buffer_interval_s = 0;
     config.serve.refresh_interval_ms = 100;
     // Expiry has its own tests; here lists are compared with what training wrote.
     config.serve.article_max_age_hours = 24 * 365;
@@ -215,7 +216,7 @@ async fn clicks_in_recommendations_out() {
 async fn write_keys_cors_and_openapi_on_a_node() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.ingest.batch_max_age_ms = 10;
+    config.ingest.buffer_interval_s = 0;
     config.ingest.write_keys = vec!["writer".into()];
     config.ingest.cors_origins = vec!["https://news.example".into()];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

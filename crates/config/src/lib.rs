@@ -53,16 +53,34 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Most records accepted in one request.
     pub max_records_per_request: usize,
-    /// A batch is written to the lake when it holds this many events...
-    pub batch_max_events: usize,
-    /// ...or this many bytes...
-    pub batch_max_bytes: usize,
-    /// ...or when its first event has waited this long.
-    pub batch_max_age_ms: u64,
+    /// When a request is answered: after the write-ahead log's fsync, after the lake object,
+    /// or at once (at-most-once).
+    pub ack: AckSetting,
+    /// Buffered events are written to the lake when they reach this size (MiB, 1..=128)...
+    pub buffer_size_mib: u32,
+    /// ...or when the oldest has waited this long (seconds, 0..=900; 0 = at once).
+    pub buffer_interval_s: u32,
+    /// Accepted bytes not yet in the lake past which requests get 429 (MiB).
+    pub max_backlog_mib: u32,
+    /// Folder of the write-ahead log; empty means `<data-dir>/wal`.
+    pub wal_dir: String,
     /// Bearer keys accepted by `POST /v1/events`; empty = open (e.g. browsers on a trusted site).
     pub write_keys: Vec<String>,
     /// Origins allowed to post events from a browser (CORS); empty = no CORS headers.
     pub cors_origins: Vec<String>,
+}
+
+/// `ingest.ack`: when an ingest request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckSetting {
+    /// After the request is fsynced in the write-ahead log.
+    #[default]
+    Wal,
+    /// After the request's events are in a committed lake object.
+    Lake,
+    /// At once (202): a crash can lose acknowledged events.
+    None,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,9 +187,11 @@ impl Default for IngestConfig {
         IngestConfig {
             max_body_bytes: 4 * 1024 * 1024,
             max_records_per_request: 10_000,
-            batch_max_events: 50_000,
-            batch_max_bytes: 16 * 1024 * 1024,
-            batch_max_age_ms: 500,
+            ack: AckSetting::Wal,
+            buffer_size_mib: 16,
+            buffer_interval_s: 60,
+            max_backlog_mib: 256,
+            wal_dir: String::new(),
             write_keys: Vec::new(),
             cors_origins: Vec::new(),
         }
@@ -334,24 +354,24 @@ impl Config {
                 ),
             );
         }
-        if !(1..=10_000_000).contains(&ingest.batch_max_events) {
+        if !(1..=128).contains(&ingest.buffer_size_mib) {
             return invalid(
-                "ingest.batch_max_events",
-                format!("must be 1..=10000000, got {}", ingest.batch_max_events),
+                "ingest.buffer_size_mib",
+                format!("must be 1..=128, got {}", ingest.buffer_size_mib),
             );
         }
-        if !(1024..=1024 * 1024 * 1024).contains(&ingest.batch_max_bytes) {
+        if ingest.buffer_interval_s > 900 {
             return invalid(
-                "ingest.batch_max_bytes",
-                format!("must be 1 KiB..=1 GiB, got {}", ingest.batch_max_bytes),
+                "ingest.buffer_interval_s",
+                format!("must be 0..=900 seconds, got {}", ingest.buffer_interval_s),
             );
         }
-        if ingest.batch_max_age_ms > 900_000 {
+        if ingest.max_backlog_mib < 2 * ingest.buffer_size_mib || ingest.max_backlog_mib > 65_536 {
             return invalid(
-                "ingest.batch_max_age_ms",
+                "ingest.max_backlog_mib",
                 format!(
-                    "must be at most 900000 (15 min), got {}",
-                    ingest.batch_max_age_ms
+                    "must be at least twice ingest.buffer_size_mib ({}) and at most 65536, got {}",
+                    ingest.buffer_size_mib, ingest.max_backlog_mib
                 ),
             );
         }
@@ -562,11 +582,11 @@ mod tests {
     fn environment_overrides_the_file_and_ignores_foreign_variables() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("n.toml", "[ingest]\nmax_body_bytes = 2048\n")?;
-            jail.set_env("NEWSREC_INGEST__BATCH_MAX_AGE_MS", "250");
+            jail.set_env("NEWSREC_INGEST__BUFFER_INTERVAL_S", "5");
             jail.set_env("NEWSREC_TEST_REDIS_URL", "redis://127.0.0.1/");
             let config = Config::load(Some(Path::new("n.toml"))).unwrap();
             assert_eq!(config.ingest.max_body_bytes, 2048);
-            assert_eq!(config.ingest.batch_max_age_ms, 250);
+            assert_eq!(config.ingest.buffer_interval_s, 5);
             Ok(())
         });
         assert!(matches!(

@@ -19,6 +19,10 @@ pub struct Rejection {
     pub line: Option<usize>,
     /// What was wrong, naming the field: `field "ts": expected RFC 3339 or epoch millis, got "x"`.
     pub reason: String,
+    /// The record as sent (the NDJSON line, or the array element re-serialized), for the lake's
+    /// error output. Not echoed back in replies.
+    #[serde(skip)]
+    pub raw: String,
 }
 
 impl std::fmt::Display for Rejection {
@@ -75,6 +79,7 @@ pub fn parse_body(body: &[u8], max_records: usize) -> Result<ParsedBody, BodyErr
                     index,
                     line: None,
                     reason: error.to_string(),
+                    raw: value.to_string(),
                 }),
             }
         }
@@ -106,6 +111,7 @@ pub fn parse_body(body: &[u8], max_records: usize) -> Result<ParsedBody, BodyErr
                 index,
                 line: Some(index + 1),
                 reason,
+                raw: line.to_owned(),
             }),
         }
     }

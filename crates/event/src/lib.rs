@@ -29,7 +29,9 @@ pub const MIN_TS_MS: i64 = 946_684_800_000;
 pub const MAX_TS_MS: i64 = 7_258_118_400_000;
 
 /// What the reader did with the article.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum EventType {
     /// The reader opened the article (the default, and the signal models train on).
     #[default]
@@ -64,7 +66,11 @@ impl fmt::Display for EventType {
 }
 
 /// One validated clickstream event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The serde derives are for newsrec's own binary forms (the ingest write-ahead log), whose
+/// bytes are checksummed and were validated before writing. Untrusted JSON goes through
+/// [`event_from_json`] / [`parse_body`], which validate every field.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClickEvent {
     /// Deduplication key. When the sender gives none it is derived from the event's content
     /// ([`derive_event_id`]), so a retried request carries the same ids as the first attempt.

@@ -2,11 +2,14 @@
 //!
 //! Takes NDJSON or a JSON array, at most `max_body_bytes`. Valid records are kept even when
 //! others in the same body are refused; the reply counts the accepted ones and lists each
-//! refused one with its index (and line) and reason. The reply is sent only after the accepted
-//! events are durably in the lake. Status codes: 200 when anything was accepted (or the body was
-//! empty), 400 when every record was refused or the body cannot be split into records, 413 for
-//! an oversize body, 503 when the lake write failed (nothing of the request is acknowledged;
-//! retry — event ids make the retry idempotent downstream).
+//! refused one with its index (and line) and reason, and the refused records themselves go to
+//! the lake's error output. When the reply is sent depends on the ack mode (see
+//! [`AckMode`]): by default once the request is fsynced in the write-ahead log. Status codes:
+//! 200 when anything was accepted (202 with `ack = none`), 400 when every record was refused
+//! or the body cannot be split into records, 413 for an oversize body, 429 + `Retry-After`
+//! when the backlog bound is reached, 507 when the log's disk is full, 503 when the log cannot
+//! be written or the node is stopping. On any error status nothing of the request is stored;
+//! retry it (event ids make the retry idempotent downstream).
 
 use axum::{
     Json, Router,
@@ -21,7 +24,9 @@ use std::sync::Arc;
 use newsrec_event::{ClickEvent, Rejection, parse_body};
 use serde::Serialize;
 
-use crate::batcher::{BatcherHandle, SubmitError};
+use crate::pipeline::{AckMode, IngestHandle, Submission, SubmitError};
+use newsrec_lake::ErrorRecord;
+use newsrec_wal::AppendError;
 
 /// Called with a request's events once they are acknowledged (e.g. to update real-time signals).
 pub type AcceptedHook = Arc<dyn Fn(&[ClickEvent]) + Send + Sync>;
@@ -29,7 +34,8 @@ pub type AcceptedHook = Arc<dyn Fn(&[ClickEvent]) + Send + Sync>;
 /// What the ingest routes need.
 #[derive(Clone)]
 pub struct IngestState {
-    pub batcher: BatcherHandle,
+    pub pipeline: IngestHandle,
+    pub ack: AckMode,
     pub max_body_bytes: usize,
     pub max_records_per_request: usize,
     pub on_accepted: Option<AcceptedHook>,
@@ -71,6 +77,10 @@ impl IngestError {
         match self {
             IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::BodyRead(_) | IngestError::Body(_) => StatusCode::BAD_REQUEST,
+            IngestError::Submit(SubmitError::Backpressure { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::Submit(SubmitError::Log(AppendError::DiskFull(_))) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             IngestError::Submit(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -84,7 +94,12 @@ impl IntoResponse for IngestError {
             Json(serde_json::json!({ "error": self.to_string() })),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::INSUFFICIENT_STORAGE
+        ) {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("1"),
@@ -129,15 +144,39 @@ async fn post_events(
     if let Some(first) = parsed.rejected.first() {
         tracing::info!(accepted, rejected = parsed.rejected.len(), first = %first, "records rejected");
     }
-    // Only acknowledged events reach the hook, so it never sees an event the lake lacks.
+    let received_ms = chrono::Utc::now().timestamp_millis();
+    let errors = parsed
+        .rejected
+        .iter()
+        .map(|rejection| {
+            ErrorRecord::validation(
+                received_ms,
+                "native",
+                rejection.index,
+                rejection.line,
+                &rejection.reason,
+                rejection.raw.as_bytes(),
+            )
+        })
+        .collect();
+    // Only acknowledged events reach the hook, so it never sees an event the log lacks.
     let accepted_events = state.on_accepted.as_ref().map(|_| parsed.events.clone());
-    state.batcher.submit(parsed.events).await?;
+    let submission = Submission {
+        events: parsed.events,
+        errors,
+    };
+    if let Err(error) = state.pipeline.submit(submission, state.ack).await {
+        tracing::warn!(%error, events = accepted, "request not stored");
+        return Err(error.into());
+    }
     if let (Some(hook), Some(events)) = (&state.on_accepted, accepted_events) {
         hook(&events);
     }
     metrics::counter!("newsrec_ingest_events_accepted_total").increment(accepted as u64);
     let status = if accepted == 0 && !parsed.rejected.is_empty() {
         StatusCode::BAD_REQUEST
+    } else if state.ack == AckMode::None {
+        StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };

@@ -5,9 +5,12 @@
 //! once its events are durably stored. Load is bounded at each step: body size, records per
 //! request, batch size and age, and the queue in front of the lake writer.
 
-mod batcher;
 mod http;
 pub mod import;
+mod pipeline;
 
-pub use batcher::{BatchLimits, BatcherHandle, BatcherTask, SubmitError, spawn_batcher};
 pub use http::{AcceptedHook, IngestError, IngestReply, IngestState, router};
+pub use pipeline::{
+    AckMode, IngestHandle, PipelineOptions, PipelineStats, PipelineTask, ReplayReport, StartError,
+    Submission, SubmitError, start,
+};

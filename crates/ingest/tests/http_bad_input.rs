@@ -8,26 +8,36 @@ use axum::{
     http::{Request, StatusCode},
 };
 use http_body_util::BodyExt;
-use newsrec_ingest::{BatchLimits, IngestState, router, spawn_batcher};
+use newsrec_ingest::{AckMode, IngestState, PipelineOptions, PipelineTask, router};
 use newsrec_lake::{EventColumns, Lake, TimeWindow};
 use serde_json::Value;
 use tower::ServiceExt;
 
-fn app(lake: &Lake, max_body_bytes: usize) -> (axum::Router, newsrec_ingest::BatcherTask) {
-    let limits = BatchLimits {
-        max_events: 1000,
-        max_bytes: 1 << 20,
-        max_age: Duration::from_millis(10),
+/// Ingest with `ack = lake`, so a reply means the lake already holds the request.
+async fn app(
+    lake: &Lake,
+    max_body_bytes: usize,
+) -> (axum::Router, PipelineTask, tempfile::TempDir) {
+    let wal = tempfile::tempdir().unwrap();
+    let options = PipelineOptions {
+        node_id: "test-node".into(),
+        wal_dir: wal.path().to_owned(),
+        wal: Default::default(),
+        buffer_bytes: 1 << 20,
+        buffer_interval: Duration::from_millis(10),
+        max_backlog_bytes: 1 << 24,
     };
-    let (batcher, task) = spawn_batcher(lake.clone(), "test-node".into(), limits);
+    let (pipeline, task, _) = newsrec_ingest::start(lake.clone(), options).await.unwrap();
     (
         router(IngestState {
-            batcher,
+            pipeline,
+            ack: AckMode::Lake,
             max_body_bytes,
             max_records_per_request: 100,
             on_accepted: None,
         }),
         task,
+        wal,
     )
 }
 
@@ -57,7 +67,7 @@ async fn stored_users(lake: &Lake) -> Vec<String> {
 #[tokio::test]
 async fn each_bad_record_is_named_and_the_good_ones_are_kept() {
     let lake = Lake::open("memory://").unwrap();
-    let (app, task) = app(&lake, 64 * 1024);
+    let (app, task, _wal) = app(&lake, 64 * 1024).await;
     let body = [
         r#"{"user_id":"good1","article_id":"a1","ts":"2017-10-01T10:00:00Z"}"#,
         r#"{"user_id":"broken","article_id":"a1","ts":"#,
@@ -110,15 +120,33 @@ async fn each_bad_record_is_named_and_the_good_ones_are_kept() {
         rejected[4],
         (6, "field \"article_id\": must not be empty".to_owned())
     );
-    // The reply came after the write: the valid records are already in the lake.
+    // The reply came after the write: the valid records are already in the lake,
     assert_eq!(stored_users(&lake).await, ["good1", "good3"]);
+    // and the refused ones are in its error output, each with its reason and its bytes.
+    let today = chrono::Utc::now().date_naive();
+    let errors = lake.read_errors(today).await.unwrap();
+    assert_eq!(errors.len(), 5);
+    assert_eq!(errors[1].line, Some(3));
+    assert_eq!(
+        errors[1].error_message,
+        "field \"user_id\": is required but missing"
+    );
+    assert_eq!(errors[1].source, "native");
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&errors[2].raw_data)
+        .unwrap();
+    assert_eq!(
+        raw,
+        br#"{"user_id":"late","article_id":"a1","ts":"yesterday"}"#
+    );
     task.shutdown().await;
 }
 
 #[tokio::test]
 async fn oversize_body_is_413_and_stores_nothing() {
     let lake = Lake::open("memory://").unwrap();
-    let (app, task) = app(&lake, 1024);
+    let (app, task, _wal) = app(&lake, 1024).await;
     let line = r#"{"user_id":"u","article_id":"a1","ts":1506852000000}"#;
     let body = vec![line; 100].join("\n");
     let (status, reply) = post(&app, body).await;
@@ -134,7 +162,7 @@ async fn oversize_body_is_413_and_stores_nothing() {
 #[tokio::test]
 async fn json_array_bodies_and_all_bad_bodies() {
     let lake = Lake::open("memory://").unwrap();
-    let (app, task) = app(&lake, 64 * 1024);
+    let (app, task, _wal) = app(&lake, 64 * 1024).await;
     let (status, reply) = post(
         &app,
         r#"[{"user_id":"arr","article_id":"a","ts":1506852000000}, 7]"#,

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! events/dt=YYYY-MM-DD/hour=HH/<writer>-<seq:020>.parquet   clicks, by event time (UTC)
+//! errors/dt=YYYY-MM-DD/hour=HH/<writer>-<seq:020>.ndjson    refused records, by arrival time
 //! runs/<run_id>/manifest.json                               one training run's manifest
 //! runs/<run_id>/<name>                                      its other outputs
 //! ```
@@ -13,6 +14,8 @@ use crate::LakeError;
 
 /// Top-level prefix of event partitions.
 pub const EVENTS_PREFIX: &str = "events";
+/// Top-level prefix of the error output (refused records).
+pub const ERRORS_PREFIX: &str = "errors";
 /// Top-level prefix of training runs.
 pub const RUNS_PREFIX: &str = "runs";
 /// File name of a run's manifest.
@@ -67,6 +70,19 @@ pub fn event_object_path(partition: Partition, writer: &str, seq: u64) -> Path {
         "{EVENTS_PREFIX}/dt={}/hour={:02}/{writer}-{seq:020}.parquet",
         partition.date, partition.hour
     ))
+}
+
+/// The error-output object of batch `seq` of `writer` for arrival hour `partition`.
+pub fn error_object_path(partition: Partition, writer: &str, seq: u64) -> Path {
+    Path::from(format!(
+        "{ERRORS_PREFIX}/dt={}/hour={:02}/{writer}-{seq:020}.ndjson",
+        partition.date, partition.hour
+    ))
+}
+
+/// `errors/dt=YYYY-MM-DD`
+pub fn error_day_prefix(date: NaiveDate) -> Path {
+    Path::from(format!("{ERRORS_PREFIX}/dt={date}"))
 }
 
 /// The partition an event object path belongs to, or `None` when the path is not one.

@@ -7,6 +7,7 @@
 //! the Parquet encoding, and where a training run puts its output.
 
 mod error;
+mod errors;
 mod events;
 pub mod layout;
 pub mod manifest;
@@ -14,6 +15,7 @@ pub mod recs;
 mod runs;
 
 pub use error::LakeError;
+pub use errors::ErrorRecord;
 pub use events::{EventColumns, TimeWindow, WrittenObject};
 pub use manifest::RunManifest;
 

@@ -72,7 +72,6 @@ enum Message<T> {
 }
 
 /// Appends to the log; cheap to clone, usable from any task.
-#[derive(Debug)]
 pub struct WalHandle<T> {
     messages: mpsc::UnboundedSender<Message<T>>,
     stats: Arc<WalStats>,
@@ -154,10 +153,25 @@ impl<T: Send + 'static> WalHandle<T> {
 }
 
 /// The open log: the writer thread and a handle to it.
-#[derive(Debug)]
 pub struct Wal<T> {
     handle: WalHandle<T>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<T> std::fmt::Debug for WalHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalHandle")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> std::fmt::Debug for Wal<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T: Send + 'static> Wal<T> {

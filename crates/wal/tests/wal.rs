@@ -143,7 +143,7 @@ async fn damage_in_a_closed_segment_refuses_to_open() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&all[1], &bytes).unwrap();
-    let error = open(dir.path(), options).err().expect("damage is refused");
+    let error = open(dir.path(), options).expect_err("damage is refused");
     assert!(
         matches!(&error, WalError::Corrupt { path, .. } if path == &all[1]),
         "{error}"

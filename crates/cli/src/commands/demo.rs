@@ -63,6 +63,10 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
     // The demo keeps everything in its own folder, whatever the config names.
     config.lake.uri.clear();
     config.kv.uri.clear();
+    config.ingest.wal_dir.clear();
+    // Training follows ingest within seconds here, so the buffer is flushed every second
+    // instead of the production default.
+    config.ingest.buffer_interval_s = config.ingest.buffer_interval_s.min(1);
     println!("demo data in {}", demo_dir.display());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let node = Node::start(
@@ -96,6 +100,10 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
             synth.spike_factor
         );
         send_events(&client, &base, &stream.events).await?;
+        ensure!(
+            node.wait_until_committed(Duration::from_secs(60)).await,
+            "ingested events did not reach the lake within 60 s"
+        );
         (
             synth.start + chrono::Days::new(u64::from(synth.days - 1)),
             vec!["user0".to_owned(), "user1".to_owned(), "user42".to_owned()],
