@@ -187,9 +187,16 @@ impl IngestHandle {
         if ack == AckMode::None {
             // Answered before the disk: the append finishes on its own, and a failure only
             // returns its share of the backlog.
-            let (wal, stats) = (self.wal.clone(), Arc::clone(&self.stats));
+            let written = match self.wal.enqueue(KIND_DATA, payload, item) {
+                Ok(written) => written,
+                Err(error) => {
+                    self.stats.backlog_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                    return Err(SubmitError::Log(error));
+                }
+            };
+            let stats = Arc::clone(&self.stats);
             tokio::spawn(async move {
-                if let Err(error) = wal.append(KIND_DATA, payload, item).await {
+                if let Err(error) = written.await {
                     stats.backlog_bytes.fetch_sub(bytes, Ordering::AcqRel);
                     tracing::warn!(%error, "an unacknowledged (ack = none) request was lost");
                 }
@@ -280,6 +287,10 @@ impl PipelineTask {
     /// the log. Call after the HTTP server has drained its requests.
     pub async fn shutdown(self) {
         self.stats.closing.store(true, Ordering::Relaxed);
+        // Everything queued before the flag reaches the consumer before it is told to stop.
+        if let Err(error) = self.wal.handle().barrier().await {
+            tracing::error!(%error, "write-ahead log closed before the final flush");
+        }
         let _ = self.stop.send(());
         if let Err(error) = self.consumer.await {
             tracing::error!(%error, "ingest consumer task failed");

@@ -68,6 +68,7 @@ enum Message<T> {
         reply: Option<oneshot::Sender<AppendResult>>,
     },
     ReleaseBefore(Lsn),
+    Barrier(oneshot::Sender<()>),
     Stop,
 }
 
@@ -95,6 +96,7 @@ impl<T> std::fmt::Debug for Message<T> {
                 .field("bytes", &payload.len())
                 .finish(),
             Message::ReleaseBefore(lsn) => f.debug_tuple("ReleaseBefore").field(lsn).finish(),
+            Message::Barrier(_) => f.write_str("Barrier"),
             Message::Stop => f.write_str("Stop"),
         }
     }
@@ -107,6 +109,17 @@ impl<T: Send + 'static> WalHandle<T> {
 
     /// Appends a record and waits until it is on disk; `item` then goes to the consumer.
     pub async fn append(&self, kind: u8, payload: Vec<u8>, item: T) -> AppendResult {
+        self.enqueue(kind, payload, item)?.await
+    }
+
+    /// Queues a record now (its place in the log is fixed by this call) and returns a future
+    /// that resolves once it is on disk.
+    pub fn enqueue(
+        &self,
+        kind: u8,
+        payload: Vec<u8>,
+        item: T,
+    ) -> Result<impl Future<Output = AppendResult> + Send + 'static, AppendError> {
         let (reply, answer) = oneshot::channel();
         self.send(Message::Append {
             kind,
@@ -114,7 +127,15 @@ impl<T: Send + 'static> WalHandle<T> {
             item: Some(item),
             reply: Some(reply),
         })?;
-        answer.await.unwrap_or(Err(AppendError::Closed))
+        Ok(async move { answer.await.unwrap_or(Err(AppendError::Closed)) })
+    }
+
+    /// Waits until every message sent before this call has been handled (appends written and
+    /// handed to the consumer).
+    pub async fn barrier(&self) -> Result<(), AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Message::Barrier(reply))?;
+        answer.await.map_err(|_| AppendError::Closed)
     }
 
     /// Appends a record without waiting for the disk (at-most-once: a crash before the next
@@ -250,6 +271,7 @@ impl<T> Writer<T> {
         let mut stopping = false;
         while let Some(first) = receiver.blocking_recv() {
             let mut release = None;
+            let mut barriers = Vec::new();
             let mut group_bytes = 0usize;
             let mut next = Some(first);
             // Take everything already waiting, up to the group bound: one write, one fsync.
@@ -281,6 +303,7 @@ impl<T> Writer<T> {
                     Message::ReleaseBefore(end) => {
                         release = Some(release.map_or(end, |r: Lsn| r.max(end)));
                     }
+                    Message::Barrier(reply) => barriers.push(reply),
                     Message::Stop => {
                         // Appends already queued are still written; later ones fail (Closed).
                         stopping = true;
@@ -300,6 +323,9 @@ impl<T> Writer<T> {
             }
             if !group.is_empty() {
                 self.commit(&mut group);
+            }
+            for barrier in barriers {
+                let _ = barrier.send(());
             }
             if stopping && receiver.is_empty() {
                 break;
