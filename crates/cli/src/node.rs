@@ -117,6 +117,7 @@ impl Node {
         });
         let mut ingest = newsrec_ingest::router(IngestState {
             pipeline: pipeline_handle.clone(),
+            node_id: config.node_id.clone(),
             ack: match config.ingest.ack {
                 AckSetting::Wal => AckMode::Wal,
                 AckSetting::Lake => AckMode::Lake,

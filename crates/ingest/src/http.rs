@@ -36,6 +36,8 @@ pub type AcceptedHook = Arc<dyn Fn(&[ClickEvent]) + Send + Sync>;
 pub struct IngestState {
     pub pipeline: IngestHandle,
     pub ack: AckMode,
+    /// Names this node in Firehose record ids.
+    pub node_id: String,
     pub max_body_bytes: usize,
     pub max_records_per_request: usize,
     pub on_accepted: Option<AcceptedHook>,
@@ -113,6 +115,7 @@ impl IntoResponse for IngestError {
 pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
+        .route("/", post(crate::firehose_route::post_firehose))
         .with_state(state)
 }
 

@@ -2,9 +2,12 @@
 //!
 //! Consumes HTTP request bodies (NDJSON or JSON arrays) and log files (CSV, NDJSON, Parquet);
 //! produces validated events written as Parquet objects in the lake, acknowledging a request only
-//! once its events are durably stored. Load is bounded at each step: body size, records per
-//! request, batch size and age, and the queue in front of the lake writer.
+//! once its events are durably stored (see [`AckMode`]). Load is bounded at each step: body size,
+//! records per request, buffer size and age, and the backlog not yet in the lake. [`firehose`] parses the
+//! Amazon Data Firehose API (`PutRecord`, `PutRecordBatch`) for producers that already speak it.
 
+pub mod firehose;
+mod firehose_route;
 mod http;
 pub mod import;
 mod pipeline;

@@ -59,6 +59,7 @@ async fn a_stuck_lake_gives_429_and_loses_nothing_acknowledged() {
     let app = router(IngestState {
         pipeline: pipeline.clone(),
         ack: AckMode::Wal,
+        node_id: "test-node".into(),
         max_body_bytes: 1 << 20,
         max_records_per_request: 1000,
         on_accepted: None,
@@ -145,6 +146,7 @@ async fn ack_none_answers_202_and_still_stores() {
     let app = router(IngestState {
         pipeline,
         ack: AckMode::None,
+        node_id: "test-node".into(),
         max_body_bytes: 1 << 20,
         max_records_per_request: 1000,
         on_accepted: None,

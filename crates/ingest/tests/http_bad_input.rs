@@ -32,6 +32,7 @@ async fn app(
         router(IngestState {
             pipeline,
             ack: AckMode::Lake,
+            node_id: "test-node".into(),
             max_body_bytes,
             max_records_per_request: 100,
             on_accepted: None,
