@@ -37,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
 
 fn check_call(op: Op, body: &[u8]) {
     let unknown = parse_request("Firehose_20150804.DeleteDeliveryStream", body);
-    assert!(matches!(unknown, Err(FirehoseError::UnknownOperation { .. })));
+    assert!(matches!(
+        unknown,
+        Err(FirehoseError::UnknownOperation { .. })
+    ));
     match parse_request(op.target(), body) {
         Ok(request) => {
             assert_eq!(request.op, op);
@@ -63,11 +66,19 @@ fn check_limits(request: &FirehoseRequest) {
     if request.op == Op::PutRecord {
         assert_eq!(count, 1);
     }
-    assert!(request.records.iter().all(|data| data.len() <= MAX_RECORD_BYTES));
+    assert!(
+        request
+            .records
+            .iter()
+            .all(|data| data.len() <= MAX_RECORD_BYTES)
+    );
     assert!(request.records.iter().map(Vec::len).sum::<usize>() <= MAX_CALL_BYTES);
     let name = &request.stream;
     assert!((1..=MAX_STREAM_NAME_CHARS).contains(&name.len()));
-    assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
+    assert!(
+        name.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    );
 }
 
 /// The body an SDK would send for this request.
@@ -87,7 +98,10 @@ fn encode(request: &FirehoseRequest) -> Vec<u8> {
 }
 
 fn check_round_trip(rest: &[u8]) {
-    let records: Vec<Vec<u8>> = rest.split(|&byte| byte == 0xfe).map(<[u8]>::to_vec).collect();
+    let records: Vec<Vec<u8>> = rest
+        .split(|&byte| byte == 0xfe)
+        .map(<[u8]>::to_vec)
+        .collect();
     let request = FirehoseRequest {
         stream: "fuzz-stream".into(),
         op: Op::PutRecordBatch,
@@ -99,7 +113,11 @@ fn check_round_trip(rest: &[u8]) {
         assert_eq!(parsed, Err(FirehoseError::TooManyRecords { records }));
         return;
     }
-    assert_eq!(parsed.as_ref(), Ok(&request), "what an SDK sends comes back byte for byte");
+    assert_eq!(
+        parsed.as_ref(),
+        Ok(&request),
+        "what an SDK sends comes back byte for byte"
+    );
     check_records(&request.records);
 }
 
@@ -112,7 +130,12 @@ fn check_records<R: AsRef<[u8]>>(records: &[R]) {
         for event in &outcome.events {
             assert_eq!(event_from_value(&event.to_json()).as_ref(), Ok(event));
         }
-        assert!(outcome.rejected.iter().all(|rejected| rejected.record == index));
+        assert!(
+            outcome
+                .rejected
+                .iter()
+                .all(|rejected| rejected.record == index)
+        );
         if let [whole] = &outcome.rejected[..]
             && whole.at == Location::WholeRecord
         {
@@ -142,5 +165,8 @@ fn check_records<R: AsRef<[u8]>>(records: &[R]) {
             }
         }
     }
-    assert!(lines_read <= MAX_EVENTS, "the event budget holds for the call");
+    assert!(
+        lines_read <= MAX_EVENTS,
+        "the event budget holds for the call"
+    );
 }

@@ -22,11 +22,18 @@ fuzz_target!(|data: &[u8]| {
             let is_array = text.trim_start().starts_with('[');
             if !is_array {
                 let lines = text.split('\n').filter(|line| !line.trim().is_empty());
-                assert_eq!(parsed.records, lines.count(), "every non-blank line is a record");
+                assert_eq!(
+                    parsed.records,
+                    lines.count(),
+                    "every non-blank line is a record"
+                );
             }
             let mut previous: Option<usize> = None;
             for rejection in &parsed.rejected {
-                assert!(previous.is_none_or(|index| index < rejection.index), "in body order");
+                assert!(
+                    previous.is_none_or(|index| index < rejection.index),
+                    "in body order"
+                );
                 previous = Some(rejection.index);
                 assert!(!rejection.reason.is_empty());
                 if is_array {
