@@ -142,39 +142,27 @@ impl Segments {
             }
         }
 
-        let (segments, next_lsn) = match active {
+        let (active, active_path, active_first_lsn, active_len, next_lsn) = match active {
             Some((path, first, len, end)) => {
                 let file = OpenOptions::new()
                     .append(true)
                     .open(&path)
                     .map_err(|error| WalError::io(&path, error))?;
-                (
-                    Segments {
-                        dir: dir.to_owned(),
-                        sealed,
-                        active: file,
-                        active_path: path,
-                        active_first_lsn: first,
-                        active_len: len,
-                    },
-                    end,
-                )
+                (file, path, first, len, end)
             }
             None => {
                 let first = expected.unwrap_or_else(fresh_start);
                 let (file, path) = create_segment(dir, first)?;
-                (
-                    Segments {
-                        dir: dir.to_owned(),
-                        sealed,
-                        active: file,
-                        active_path: path,
-                        active_first_lsn: first,
-                        active_len: SEGMENT_HEADER_BYTES as u64,
-                    },
-                    first,
-                )
+                (file, path, first, SEGMENT_HEADER_BYTES as u64, first)
             }
+        };
+        let segments = Segments {
+            dir: dir.to_owned(),
+            sealed,
+            active,
+            active_path,
+            active_first_lsn,
+            active_len,
         };
         replay.next_lsn = next_lsn;
         Ok((segments, replay))

@@ -138,17 +138,6 @@ impl<T: Send + 'static> WalHandle<T> {
         answer.await.map_err(|_| AppendError::Closed)
     }
 
-    /// Appends a record without waiting for the disk (at-most-once: a crash before the next
-    /// group commit loses it).
-    pub fn append_detached(&self, kind: u8, payload: Vec<u8>, item: T) -> Result<(), AppendError> {
-        self.send(Message::Append {
-            kind,
-            payload,
-            item: Some(item),
-            reply: None,
-        })
-    }
-
     /// Appends a record that is not handed to the consumer (the owner's own bookkeeping, such
     /// as "objects for records up to n are committed"), and waits until it is on disk.
     pub async fn append_marker(&self, kind: u8, payload: Vec<u8>) -> AppendResult {

@@ -212,7 +212,8 @@ async fn close_writes_what_was_queued_and_refuses_later_appends() {
     let (wal, _replay, mut consumer) = open(dir.path(), WalOptions::default()).unwrap();
     let handle = wal.handle();
     for i in 0..50u32 {
-        handle.append_detached(1, vec![0; 8], i).unwrap();
+        // Queued, not awaited: close must still write them.
+        drop(handle.enqueue(1, vec![0; 8], i).unwrap());
     }
     tokio::task::spawn_blocking(move || wal.close())
         .await
