@@ -31,6 +31,8 @@ pub struct BenchArgs {
 pub enum BenchStage {
     /// Recommendation lookups over HTTP vs Redis GET
     Serve(ServeBenchArgs),
+    /// Durable acknowledged ingest over HTTP vs NATS JetStream
+    Ingest(super::bench_ingest::IngestBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +92,7 @@ struct ServeBenchReport {
 pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     match args.stage {
         BenchStage::Serve(args) => serve(config, args).await,
+        BenchStage::Ingest(args) => super::bench_ingest::run(args).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The command line: global options, one module per command.
 
 mod bench;
+mod bench_ingest;
 mod demo;
 mod eval;
 mod import;
@@ -72,8 +73,15 @@ pub fn init_logging(cli: &Cli) {
     } else {
         cli.log.as_str()
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The NATS client (used by `bench ingest` as the peer) logs every connect and close at info;
+    // that is noise next to newsrec's own lines, so it is held at warn unless asked for by name.
+    let directives = if level.contains("async_nats") {
+        level.to_string()
+    } else {
+        format!("{level},async_nats=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
