@@ -45,7 +45,15 @@ pub fn arrow_schema() -> SchemaRef {
 }
 
 /// Builds one record batch from events, in order.
-pub fn events_to_batch(events: &[ClickEvent]) -> Result<RecordBatch, ArrowError> {
+///
+/// Takes any exact-size iterator of borrowed events so a writer can encode a selection of
+/// shared buffers (one hour's events out of many requests) without copying them first.
+pub fn events_to_batch<'a, I>(events: I) -> Result<RecordBatch, ArrowError>
+where
+    I: IntoIterator<Item = &'a ClickEvent>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let events = events.into_iter();
     let count = events.len();
     let mut event_id = StringBuilder::with_capacity(count, count * 32);
     let mut user_id = StringBuilder::with_capacity(count, count * 8);

@@ -9,6 +9,8 @@
 //! in `errors/`), exactly as with the managed service. A full backlog answers
 //! `ServiceUnavailableException` ("Slow down.") with `Retry-After`, which the SDKs retry.
 
+use std::sync::Arc;
+
 use axum::{
     body::Body,
     extract::State,
@@ -114,15 +116,22 @@ pub(crate) async fn post_firehose(
     if let Some(first) = outcome.rejected_lines().next() {
         tracing::info!(stream = %request.stream, accepted, rejected = errors.len(), first = %first, "records rejected");
     }
-    let events: Vec<_> = outcome
-        .records
-        .into_iter()
-        .flat_map(|record| record.events)
-        .collect();
-    let hook_events = state.on_accepted.as_ref().map(|_| events.clone());
+    let events: Arc<Vec<_>> = Arc::new(
+        outcome
+            .records
+            .into_iter()
+            .flat_map(|record| record.events)
+            .collect(),
+    );
     let submitted = state
         .pipeline
-        .submit(Submission { events, errors }, state.ack)
+        .submit(
+            Submission {
+                events: Arc::clone(&events),
+                errors,
+            },
+            state.ack,
+        )
         .await;
     let position = match submitted {
         Ok(Some(lsn)) => lsn,
@@ -141,7 +150,7 @@ pub(crate) async fn post_firehose(
             });
         }
     };
-    if let (Some(hook), Some(events)) = (&state.on_accepted, hook_events) {
+    if let Some(hook) = &state.on_accepted {
         hook(&events);
     }
     metrics::counter!("newsrec_ingest_events_accepted_total").increment(accepted as u64);

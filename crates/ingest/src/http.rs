@@ -162,17 +162,17 @@ async fn post_events(
             )
         })
         .collect();
-    // Only acknowledged events reach the hook, so it never sees an event the log lacks.
-    let accepted_events = state.on_accepted.as_ref().map(|_| parsed.events.clone());
+    let events = Arc::new(parsed.events);
     let submission = Submission {
-        events: parsed.events,
+        events: Arc::clone(&events),
         errors,
     };
     if let Err(error) = state.pipeline.submit(submission, state.ack).await {
         tracing::warn!(%error, events = accepted, "request not stored");
         return Err(error.into());
     }
-    if let (Some(hook), Some(events)) = (&state.on_accepted, accepted_events) {
+    // Only acknowledged events reach the hook, so it never sees an event the log lacks.
+    if let Some(hook) = &state.on_accepted {
         hook(&events);
     }
     metrics::counter!("newsrec_ingest_events_accepted_total").increment(accepted as u64);

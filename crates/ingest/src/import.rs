@@ -118,7 +118,10 @@ pub async fn import_files(
     let mut objects = 0;
     let mut seq = 0u64;
     while let Some(chunk) = chunks.recv().await {
-        objects += lake.write_events(&options.writer, seq, &chunk).await?.len();
+        objects += lake
+            .write_events(&options.writer, seq, &[Arc::new(chunk)])
+            .await?
+            .len();
         seq += 1;
     }
     let mut report = reader.await.map_err(|join| ImportError::File {
@@ -768,7 +771,10 @@ mod tests {
         let events: Vec<ClickEvent> = (0..5)
             .map(|i| ClickEvent::click(&format!("u{i}"), "a", 1_506_826_800_000 + i).unwrap())
             .collect();
-        let written = source.write_events("w", 1, &events).await.unwrap();
+        let written = source
+            .write_events("w", 1, &[Arc::new(events.clone())])
+            .await
+            .unwrap();
         let bytes = source.get_object(&written[0].path).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.parquet");

@@ -67,7 +67,9 @@ pub struct PipelineOptions {
 /// What one request hands to the pipeline.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Submission {
-    pub events: Vec<ClickEvent>,
+    /// Shared so the accepted-events hook and the lake writer read the request's events
+    /// without copies; in the log it is encoded as a plain sequence.
+    pub events: Arc<Vec<ClickEvent>>,
     pub errors: Vec<ErrorRecord>,
 }
 
@@ -424,7 +426,8 @@ pub async fn start(
 struct Buffer {
     first_lsn: Option<Lsn>,
     last_lsn: Lsn,
-    events: Vec<ClickEvent>,
+    /// One chunk per request, in log order.
+    events: Vec<Arc<Vec<ClickEvent>>>,
     errors: Vec<ErrorRecord>,
     bytes: u64,
     acks: Vec<oneshot::Sender<Result<(), String>>>,
@@ -445,7 +448,9 @@ impl Buffer {
             bytes,
             lake_ack,
         } = durable.item;
-        self.events.extend(submission.events);
+        if !submission.events.is_empty() {
+            self.events.push(submission.events);
+        }
         self.errors.extend(submission.errors);
         self.bytes += bytes;
         self.acks.extend(lake_ack);
@@ -562,13 +567,14 @@ impl Consumer {
             .fetch_sub(buffer.bytes, Ordering::AcqRel);
         metrics::gauge!("newsrec_ingest_backlog_bytes")
             .set(backlog.saturating_sub(buffer.bytes) as f64);
-        metrics::histogram!("newsrec_ingest_flush_events").record(buffer.events.len() as f64);
+        let events: usize = buffer.events.iter().map(|chunk| chunk.len()).sum();
+        metrics::histogram!("newsrec_ingest_flush_events").record(events as f64);
         metrics::histogram!("newsrec_ingest_flush_bytes").record(buffer.bytes as f64);
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             first,
             last,
-            events = buffer.events.len(),
+            events,
             errors = buffer.errors.len(),
             ms = started.elapsed().as_millis() as u64,
             "batch committed to the lake"

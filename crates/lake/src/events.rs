@@ -99,6 +99,8 @@ pub struct WrittenObject {
 impl Lake {
     /// Writes events as batch `seq` of `writer`: one Parquet object per hour partition touched.
     ///
+    /// The events come as shared chunks (one per request, say) in order; they are grouped and
+    /// encoded by reference, so a caller that keeps its buffer for a retry pays no copy.
     /// Returns only after every object is stored (and, on a local lake, fsynced). The object
     /// names are a function of `(partition, writer, seq)`, so writing the same batch again
     /// replaces the same objects instead of adding copies.
@@ -106,31 +108,23 @@ impl Lake {
         &self,
         writer: &str,
         seq: u64,
-        events: &[ClickEvent],
+        chunks: &[Arc<Vec<ClickEvent>>],
     ) -> Result<Vec<WrittenObject>, LakeError> {
         layout::validate_name("writer name", writer)?;
-        let mut by_partition: BTreeMap<Partition, Vec<ClickEvent>> = BTreeMap::new();
-        for event in events {
-            by_partition
-                .entry(Partition::of_ts(event.ts_ms))
-                .or_default()
-                .push(event.clone());
-        }
-        let mut written = Vec::with_capacity(by_partition.len());
-        for (partition, mut group) in by_partition {
-            group.sort_by_key(|event| event.ts_ms);
-            let path = layout::event_object_path(partition, writer, seq);
-            let encoded = {
-                let task_path = path.clone();
-                tokio::task::spawn_blocking(move || encode_events(&task_path, &group))
-                    .await
-                    .map_err(|join| LakeError::bad_object(&path, join))??
-            };
-            let bytes = encoded.1.len();
-            self.put_object(&path, encoded.1).await?;
+        let chunks = chunks.to_vec();
+        let writer_name = writer.to_owned();
+        // Grouping, sorting and encoding are CPU work: all of it off the async threads at once.
+        let encoded =
+            tokio::task::spawn_blocking(move || encode_partitions(&writer_name, seq, &chunks))
+                .await
+                .map_err(|join| LakeError::bad_object(layout::EVENTS_PREFIX, join))??;
+        let mut written = Vec::with_capacity(encoded.len());
+        for (path, events, body) in encoded {
+            let bytes = body.len();
+            self.put_object(&path, body).await?;
             written.push(WrittenObject {
                 path,
-                events: encoded.0,
+                events,
                 bytes,
             });
         }
@@ -254,9 +248,30 @@ pub(crate) fn encode_batches(path: &Path, batches: &[RecordBatch]) -> Result<Vec
     Ok(buffer)
 }
 
-fn encode_events(path: &Path, events: &[ClickEvent]) -> Result<(usize, Vec<u8>), LakeError> {
-    let batch = events_to_batch(events).map_err(|error| LakeError::bad_object(path, error))?;
-    Ok((events.len(), encode_batches(path, &[batch])?))
+/// One encoded object per hour partition: its path, event count and Parquet bytes.
+fn encode_partitions(
+    writer: &str,
+    seq: u64,
+    chunks: &[Arc<Vec<ClickEvent>>],
+) -> Result<Vec<(Path, usize, Vec<u8>)>, LakeError> {
+    let mut by_partition: BTreeMap<Partition, Vec<&ClickEvent>> = BTreeMap::new();
+    for event in chunks.iter().flat_map(|chunk| chunk.iter()) {
+        by_partition
+            .entry(Partition::of_ts(event.ts_ms))
+            .or_default()
+            .push(event);
+    }
+    let mut encoded = Vec::with_capacity(by_partition.len());
+    for (partition, mut group) in by_partition {
+        // Stable, so events of the same millisecond keep their arrival order.
+        group.sort_by_key(|event| event.ts_ms);
+        let path = layout::event_object_path(partition, writer, seq);
+        let batch = events_to_batch(group.iter().copied())
+            .map_err(|error| LakeError::bad_object(&path, error))?;
+        let body = encode_batches(&path, &[batch])?;
+        encoded.push((path, group.len(), body));
+    }
+    Ok(encoded)
 }
 
 /// Decodes a Parquet object, optionally projected to `columns`.
@@ -340,7 +355,10 @@ mod tests {
             click("a", base),
             click("b", base + hour + 5),
         ];
-        let written = lake.write_events("w1", 1, &events).await.unwrap();
+        let written = lake
+            .write_events("w1", 1, &[Arc::new(events.clone())])
+            .await
+            .unwrap();
         assert_eq!(written.len(), 3);
         assert!(
             dir.path()
@@ -373,7 +391,9 @@ mod tests {
         assert_eq!(batches[0].num_columns(), 6);
 
         // Writing the same (writer, seq) again replaces, never duplicates.
-        lake.write_events("w1", 1, &events).await.unwrap();
+        lake.write_events("w1", 1, &[Arc::new(events.clone())])
+            .await
+            .unwrap();
         let again = lake.read_events(window, EventColumns::All).await.unwrap();
         assert_eq!(again.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
         assert!(

@@ -25,7 +25,7 @@ async fn duckdb_reads_the_lake_with_hive_partitioning() {
         })
         .collect();
     for (seq, chunk) in events.chunks(700).enumerate() {
-        lake.write_events("node-1", seq as u64, chunk)
+        lake.write_events("node-1", seq as u64, &[std::sync::Arc::new(chunk.to_vec())])
             .await
             .unwrap();
     }

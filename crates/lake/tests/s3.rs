@@ -56,7 +56,10 @@ async fn events_round_trip_through_s3_with_and_without_multipart() {
         let lake = Lake::open_with(&uri, &settings)
             .unwrap()
             .with_multipart_threshold(threshold);
-        let written = lake.write_events("node-1", 7, &events).await.unwrap();
+        let written = lake
+            .write_events("node-1", 7, &[std::sync::Arc::new(events.clone())])
+            .await
+            .unwrap();
         assert_eq!(written.len(), 2, "{name}: 6000 s of events span two hours");
         let read: usize = lake
             .read_events(window, EventColumns::All)
