@@ -1,6 +1,8 @@
 //! Fuzzes `newsrec_event::parse_body` with arbitrary bytes: it must never panic, every record
 //! must be counted once (accepted or rejected), rejections must point at real lines, and every
-//! accepted event must survive its own canonical JSON.
+//! accepted event must survive its own canonical JSON. For NDJSON bodies each line's outcome is
+//! also checked against the reference path alone (`serde_json::Value` + `event_from_value`), so
+//! the typed fast path can never accept a line the reference refuses or build another event.
 //!
 //! The first input byte picks the record limit (0..64) so the too-many-records paths are reached.
 
@@ -47,6 +49,18 @@ fuzz_target!(|data: &[u8]| {
             }
             for event in &parsed.events {
                 assert_eq!(event_from_value(&event.to_json()).as_ref(), Ok(event));
+            }
+            if !is_array {
+                let reference: Vec<_> = text
+                    .split('\n')
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .filter_map(|line| {
+                        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+                        event_from_value(&value).ok()
+                    })
+                    .collect();
+                assert_eq!(reference, parsed.events, "fast path differs from the reference");
             }
         }
         Err(BodyError::NotUtf8(offset)) => {

@@ -7,7 +7,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{ClickEvent, json_form::event_from_value};
+use crate::{ClickEvent, json_fast, json_form::event_from_value};
 
 /// One refused record of a body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,9 +102,14 @@ pub fn parse_body(body: &[u8], max_records: usize) -> Result<ParsedBody, BodyErr
                 limit: max_records,
             });
         }
-        let outcome = serde_json::from_str::<Value>(line)
-            .map_err(|error| format!("field \"record\": malformed JSON: {error}"))
-            .and_then(|value| event_from_value(&value).map_err(|error| error.to_string()));
+        // The typed fast path takes the usual valid line; anything else gets the reference
+        // path's precise error.
+        let outcome = match json_fast::event_from_line(line) {
+            Some(event) => Ok(event),
+            None => serde_json::from_str::<Value>(line)
+                .map_err(|error| format!("field \"record\": malformed JSON: {error}"))
+                .and_then(|value| event_from_value(&value).map_err(|error| error.to_string())),
+        };
         match outcome {
             Ok(event) => parsed.events.push(event),
             Err(reason) => parsed.rejected.push(Rejection {

@@ -8,6 +8,7 @@
 
 mod arrow_form;
 mod body;
+mod json_fast;
 mod json_form;
 
 pub use arrow_form::{
