@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use newsrec_config::Config;
 use newsrec_kv::{DynamoStore, EmbeddedStore, RecStore, RedisStore};
 use newsrec_lake::Lake;
-use newsrec_model::{Blend, CooccurrenceParams, PopularityParams, Similarity};
+use newsrec_model::{AlsParams, Blend, CooccurrenceParams, PopularityParams, Similarity};
 use newsrec_train::TrainSettings;
 
 /// The lake of this node: `lake.uri`, or `<data-dir>/lake`.
@@ -79,6 +79,15 @@ pub fn train_settings(config: &Config) -> TrainSettings {
             },
             popular_candidates: co.popular_candidates,
         },
+        als: train.als.enabled.then_some(AlsParams {
+            factors: train.als.factors,
+            regularization: train.als.regularization as f32,
+            alpha: train.als.alpha as f32,
+            iterations: train.als.iterations,
+            cg_steps: train.als.cg_steps,
+            seed: train.als.seed,
+            popularity_weight: train.als.popularity_weight,
+        }),
     }
 }
 

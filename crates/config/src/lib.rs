@@ -98,6 +98,22 @@ pub struct TrainConfig {
     pub select_metric: String,
     pub popularity: PopularityConfig,
     pub cooccurrence: CooccurrenceConfig,
+    pub als: AlsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlsConfig {
+    /// Fit and evaluate implicit-feedback ALS in every run.
+    pub enabled: bool,
+    pub factors: usize,
+    // f64 here so a TOML value like 0.01 round-trips exactly; the model takes f32.
+    pub regularization: f64,
+    pub alpha: f64,
+    pub iterations: usize,
+    pub cg_steps: usize,
+    pub seed: u64,
+    pub popularity_weight: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +224,22 @@ impl Default for TrainConfig {
             select_metric: "ndcg@10".into(),
             popularity: PopularityConfig::default(),
             cooccurrence: CooccurrenceConfig::default(),
+            als: AlsConfig::default(),
+        }
+    }
+}
+
+impl Default for AlsConfig {
+    fn default() -> Self {
+        AlsConfig {
+            enabled: true,
+            factors: 64,
+            regularization: 0.01,
+            alpha: 40.0,
+            iterations: 15,
+            cg_steps: 3,
+            seed: 42,
+            popularity_weight: 0.5,
         }
     }
 }
@@ -458,6 +490,43 @@ impl Config {
             return invalid(
                 "train.cooccurrence.popular_candidates",
                 format!("must be at most 100000, got {}", co.popular_candidates),
+            );
+        }
+        let als = &train.als;
+        if !(1..=1024).contains(&als.factors) {
+            return invalid(
+                "train.als.factors",
+                format!("must be 1..=1024, got {}", als.factors),
+            );
+        }
+        if !(als.regularization >= 0.0 && als.regularization.is_finite()) {
+            return invalid(
+                "train.als.regularization",
+                format!("must be >= 0, got {}", als.regularization),
+            );
+        }
+        if !(als.alpha >= 0.0 && als.alpha.is_finite()) {
+            return invalid(
+                "train.als.alpha",
+                format!("must be >= 0, got {}", als.alpha),
+            );
+        }
+        if !(1..=1000).contains(&als.iterations) {
+            return invalid(
+                "train.als.iterations",
+                format!("must be 1..=1000, got {}", als.iterations),
+            );
+        }
+        if !(1..=100).contains(&als.cg_steps) {
+            return invalid(
+                "train.als.cg_steps",
+                format!("must be 1..=100, got {}", als.cg_steps),
+            );
+        }
+        if !(0.0..=1.0).contains(&als.popularity_weight) {
+            return invalid(
+                "train.als.popularity_weight",
+                format!("must be 0..=1, got {}", als.popularity_weight),
             );
         }
         if !(1..=100_000).contains(&self.publish.batch_users) {

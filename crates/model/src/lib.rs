@@ -6,12 +6,14 @@
 //! crate can be benchmarked, property-tested and fuzzed alone, and the same inputs always give
 //! the same output (ties are broken by item id).
 
+mod als;
 mod cooccurrence;
 mod dataset;
 mod eval;
 mod popularity;
 mod topk;
 
+pub use als::{AlsFactors, AlsModel, AlsParams, AlsTraining};
 pub use cooccurrence::{Blend, CooccurrenceModel, CooccurrenceParams, Similarity};
 pub use dataset::{Dataset, Interaction, decay_weight};
 pub use eval::{EvalMetrics, TestSet, evaluate_p1};

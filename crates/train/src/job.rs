@@ -184,7 +184,17 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
                     models.cooccurrence.n_neighbour_pairs() as u64,
                 )]),
             },
-        ],
+        ]
+        .into_iter()
+        .chain(models.als.as_ref().map(|als| ModelEntry {
+            name: "als".into(),
+            params: serde_json::to_value(als.params()).unwrap_or_default(),
+            stats: BTreeMap::from([(
+                "factor_values".into(),
+                (als.factors().user.len() + als.factors().item.len()) as u64,
+            )]),
+        }))
+        .collect(),
         evaluations: evaluations
             .iter()
             .map(
@@ -282,10 +292,10 @@ async fn write_lists(
     top_k: usize,
 ) -> Result<(u64, Vec<String>, u64), TrainError> {
     let dataset = models.dataset();
-    let model: &dyn Recommender = if chosen == "popularity" {
-        &models.popularity
-    } else {
-        &models.cooccurrence
+    let model: &dyn Recommender = match (chosen, &models.als) {
+        ("popularity", _) => &models.popularity,
+        ("als", Some(als)) => als,
+        _ => &models.cooccurrence,
     };
     let users: Vec<u32> = (0..dataset.n_users() as u32)
         .filter(|u| !dataset.user_items(*u).is_empty())

@@ -18,8 +18,8 @@ pub use job::{TrainRequest, train};
 use chrono::NaiveDate;
 use newsrec_lake::TimeWindow;
 use newsrec_model::{
-    CooccurrenceModel, CooccurrenceParams, Dataset, EvalMetrics, ModelError, PopularityModel,
-    PopularityParams, Recommender, TestSet, evaluate_p1,
+    AlsModel, AlsParams, CooccurrenceModel, CooccurrenceParams, Dataset, EvalMetrics, ModelError,
+    PopularityModel, PopularityParams, Recommender, TestSet, evaluate_p1,
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,8 @@ pub struct TrainSettings {
     pub select_metric: String,
     pub popularity: PopularityParams,
     pub cooccurrence: CooccurrenceParams,
+    /// `None`: ALS is not fitted.
+    pub als: Option<AlsParams>,
 }
 
 impl Default for TrainSettings {
@@ -47,6 +49,7 @@ impl Default for TrainSettings {
             select_metric: "ndcg@10".into(),
             popularity: PopularityParams::default(),
             cooccurrence: CooccurrenceParams::default(),
+            als: Some(AlsParams::default()),
         }
     }
 }
@@ -83,6 +86,7 @@ pub enum TrainError {
 pub struct FittedModels {
     pub popularity: PopularityModel,
     pub cooccurrence: CooccurrenceModel,
+    pub als: Option<AlsModel>,
 }
 
 impl FittedModels {
@@ -102,17 +106,26 @@ impl FittedModels {
         );
         let popularity =
             PopularityModel::fit(log.items.len(), clicks, window.end_ms, &settings.popularity)?;
+        let als = match &settings.als {
+            Some(params) => Some(AlsModel::fit(&dataset, popularity.clone(), params.clone())?),
+            None => None,
+        };
         let cooccurrence =
             CooccurrenceModel::fit(dataset, popularity.clone(), settings.cooccurrence.clone())?;
         Ok(FittedModels {
             popularity,
             cooccurrence,
+            als,
         })
     }
 
     /// The models in report order.
-    pub fn all(&self) -> [&dyn Recommender; 2] {
-        [&self.popularity, &self.cooccurrence]
+    pub fn all(&self) -> Vec<&dyn Recommender> {
+        let mut all: Vec<&dyn Recommender> = vec![&self.popularity, &self.cooccurrence];
+        if let Some(als) = &self.als {
+            all.push(als);
+        }
+        all
     }
 
     /// The shared training matrix.

@@ -33,6 +33,8 @@ pub enum BenchStage {
     Serve(ServeBenchArgs),
     /// Durable acknowledged ingest over HTTP vs NATS JetStream
     Ingest(super::bench_ingest::IngestBenchArgs),
+    /// ALS fit time and P1 quality vs the `implicit` library
+    Train(super::bench_train::TrainBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +95,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     match args.stage {
         BenchStage::Serve(args) => serve(config, args).await,
         BenchStage::Ingest(args) => super::bench_ingest::run(args).await,
+        BenchStage::Train(args) => super::bench_train::run(args).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_ingest;
+mod bench_train;
 mod demo;
 mod eval;
 mod import;
