@@ -41,6 +41,11 @@ struct Line<'a> {
 
 /// The event of a valid line, or `None` when the reference path must decide.
 pub(crate) fn event_from_line(text: &str) -> Option<ClickEvent> {
+    // A derived struct also accepts a JSON array of its fields in order; the reference refuses
+    // anything but an object.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
     let line: Line<'_> = serde_json::from_str(text).ok()?;
     let user_id = line.user_id?;
     validate_id("user_id", &user_id).ok()?;
@@ -150,6 +155,7 @@ mod tests {
         r#"{"user_id":"u1","article_id":"a1","ts":1507000000000,"event_id":null,"extra":[1,{"a":2}]}"#,
         r#"{"user_id":"u1","article_id":"a1","ts":1507000000000} x"#,
         r#"[{"user_id":"u1","article_id":"a1","ts":1507000000000}]"#,
+        r#"["u1","a1",1507000000000]"#,
         r#"{"user_id":"u1","article_id":"a1","ts":99999999999999999999}"#,
     ];
 
