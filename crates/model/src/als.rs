@@ -45,7 +45,8 @@ impl Default for AlsParams {
             iterations: 15,
             cg_steps: 3,
             seed: 42,
-            popularity_weight: 0.0,
+            // Pure ALS ranks stale articles high (P1 NDCG@10 0.004 vs 0.079 blended, Globo).
+            popularity_weight: 0.5,
         }
     }
 }
@@ -559,6 +560,7 @@ mod tests {
             factors: 2,
             regularization: 1.0,
             iterations: 10,
+            popularity_weight: 0.0,
             ..AlsParams::default()
         }
     }
