@@ -96,16 +96,7 @@ impl FittedModels {
         window: TimeWindow,
         settings: &TrainSettings,
     ) -> Result<FittedModels, TrainError> {
-        let clicks = log.slice(window);
-        let dataset = Dataset::build(
-            log.users.len(),
-            log.items.len(),
-            clicks,
-            window.end_ms,
-            settings.cooccurrence.affinity_half_life_hours * 3_600_000.0,
-        );
-        let popularity =
-            PopularityModel::fit(log.items.len(), clicks, window.end_ms, &settings.popularity)?;
+        let (dataset, popularity) = training_data(log, window, settings)?;
         let als = match &settings.als {
             Some(params) => Some(AlsModel::fit(&dataset, popularity.clone(), params.clone())?),
             None => None,
@@ -140,13 +131,37 @@ impl FittedModels {
         log: &ClickLog,
         test_day: NaiveDate,
     ) -> Vec<(&'static str, EvalMetrics)> {
-        let day = TimeWindow::days(test_day, test_day + chrono::Days::new(1));
-        let test_clicks: Vec<(u32, u32)> =
-            log.slice(day).iter().map(|c| (c.user, c.item)).collect();
-        let test = TestSet::build(self.dataset(), &test_clicks);
+        let test = test_set(log, self.dataset(), test_day);
         self.all()
             .iter()
             .map(|model| (model.name(), evaluate_p1(*model, self.dataset(), &test)))
             .collect()
     }
+}
+
+/// The training matrix of `window` (affinities decayed as co-occurrence is configured, anchored
+/// at the window's end) and the decayed-popularity model every other model leans on.
+pub fn training_data(
+    log: &ClickLog,
+    window: TimeWindow,
+    settings: &TrainSettings,
+) -> Result<(Dataset, PopularityModel), TrainError> {
+    let clicks = log.slice(window);
+    let dataset = Dataset::build(
+        log.users.len(),
+        log.items.len(),
+        clicks,
+        window.end_ms,
+        settings.cooccurrence.affinity_half_life_hours * 3_600_000.0,
+    );
+    let popularity =
+        PopularityModel::fit(log.items.len(), clicks, window.end_ms, &settings.popularity)?;
+    Ok((dataset, popularity))
+}
+
+/// P1's test set: the clicks of `test_day` against the training matrix.
+pub fn test_set(log: &ClickLog, train: &Dataset, test_day: NaiveDate) -> TestSet {
+    let day = TimeWindow::days(test_day, test_day + chrono::Days::new(1));
+    let test_clicks: Vec<(u32, u32)> = log.slice(day).iter().map(|c| (c.user, c.item)).collect();
+    TestSet::build(train, &test_clicks)
 }

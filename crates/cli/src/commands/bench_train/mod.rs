@@ -21,7 +21,7 @@ use newsrec_model::{
     AlsFactors, AlsModel, AlsParams, AlsTraining, Dataset, Interaction, PopularityModel,
     PopularityParams, Recommender, TestSet, evaluate_p1,
 };
-use newsrec_train::{ClickLog, TrainSettings};
+use newsrec_train::{ClickLog, TrainSettings, test_set, training_data};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
@@ -277,26 +277,8 @@ async fn globo_matrix(dir: &Path, work: &Path) -> anyhow::Result<Matrix> {
     let window = settings.window_for(test_day);
     let span = TimeWindow::days(window.start_date(), test_day + chrono::Days::new(1));
     let log = ClickLog::read(&lake, span).await?;
-    let clicks = log.slice(window);
-    let dataset = Dataset::build(
-        log.users.len(),
-        log.items.len(),
-        clicks,
-        window.end_ms,
-        settings.cooccurrence.affinity_half_life_hours * 3_600_000.0,
-    );
-    let popularity = PopularityModel::fit(
-        log.items.len(),
-        clicks,
-        window.end_ms,
-        &PopularityParams::default(),
-    )?;
-    let test_clicks: Vec<(u32, u32)> = log
-        .slice(TimeWindow::days(test_day, test_day + chrono::Days::new(1)))
-        .iter()
-        .map(|click| (click.user, click.item))
-        .collect();
-    let test = TestSet::build(&dataset, &test_clicks);
+    let (dataset, popularity) = training_data(&log, window, &settings)?;
+    let test = test_set(&log, &dataset, test_day);
     Ok(Matrix {
         dataset,
         popularity,
@@ -381,37 +363,45 @@ fn write_matrix(
     write("implicit_peer.py", PEER_SCRIPT.as_bytes())
 }
 
-fn implicit_version(python: &str) -> anyhow::Result<String> {
+/// Runs `python` with `args`; its standard output, or an error led by `failure` with its
+/// standard error.
+fn run_python(python: &str, args: &[&std::ffi::OsStr], failure: &str) -> anyhow::Result<String> {
     let output = Command::new(python)
-        .args(["-c", "import implicit; print(implicit.__version__)"])
+        .args(args)
         .output()
         .with_context(|| format!("running {python}"))?;
     if !output.status.success() {
         bail!(
-            "the peer needs the `implicit` library: `pip install implicit` (or pass --no-peer); {python} said: {}",
+            "{failure}; {python} said: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn implicit_version(python: &str) -> anyhow::Result<String> {
+    let version = run_python(
+        python,
+        &[
+            "-c".as_ref(),
+            "import implicit; print(implicit.__version__)".as_ref(),
+        ],
+        "the peer needs the `implicit` library: `pip install implicit` (or pass --no-peer)",
+    )?;
     Ok(format!(
         "implicit {} (CPU, conjugate gradient)",
-        String::from_utf8_lossy(&output.stdout).trim()
+        version.trim()
     ))
 }
 
 /// Runs one peer fit; its fit time in seconds.
 fn run_peer(python: &str, folder: &Path) -> anyhow::Result<f64> {
-    let output = Command::new(python)
-        .arg(folder.join("implicit_peer.py"))
-        .arg(folder)
-        .output()
-        .with_context(|| format!("running {python}"))?;
-    if !output.status.success() {
-        bail!(
-            "the implicit peer failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let script = folder.join("implicit_peer.py");
+    let stdout = run_python(
+        python,
+        &[script.as_os_str(), folder.as_os_str()],
+        "the implicit peer failed",
+    )?;
     let line = stdout
         .lines()
         .last()
