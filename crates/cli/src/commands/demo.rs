@@ -3,7 +3,7 @@
 //! Starts a node in-process, sends a synthetic clickstream (several days with an election-night
 //! spike) through its HTTP ingest, trains for the last day, publishes from a separate store
 //! handle (as another process would), waits for the serving node to pick the generation up,
-//! queries a few users over HTTP and prints the P1 table of both models. With `--csv` it
+//! queries a few users over HTTP and prints the P1 table of every model. With `--csv` it
 //! backfills real logs through `import` instead of the synthetic stream.
 
 use std::{
@@ -213,7 +213,7 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
         );
     }
     node.shutdown().await?;
-    println!("\nP1 metrics (next-day evaluation, both models):");
+    println!("\nP1 metrics (next-day evaluation, every model):");
     print!("{}", super::train::metrics_table(&manifest));
     Ok(())
 }
