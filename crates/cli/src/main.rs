@@ -24,7 +24,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(newsrec_cli::commands::exit_code(&error))
         }
     }
 }

@@ -88,6 +88,7 @@ pub fn train_settings(config: &Config) -> TrainSettings {
             seed: train.als.seed,
             popularity_weight: train.als.popularity_weight,
         }),
+        list_part_users: train.list_part_users,
     }
 }
 

@@ -9,7 +9,7 @@ use newsrec_cli::{
 };
 use newsrec_config::Config;
 use newsrec_kv::EmbeddedStore;
-use newsrec_publish::{PublishOptions, publish_run};
+use newsrec_publish::{GateMode, PublishOptions, publish_run};
 use newsrec_testkit::{SynthConfig, generate};
 use newsrec_train::{TrainRequest, train};
 use serde_json::Value;
@@ -76,11 +76,7 @@ async fn clicks_in_recommendations_out() {
     }
 
     let serving_day = synth.start + chrono::Days::new(u64::from(synth.days - 1));
-    let request = TrainRequest {
-        date: serving_day,
-        run_id: "e2e".into(),
-        settings: train_settings(&config),
-    };
+    let request = TrainRequest::new(serving_day, "e2e", train_settings(&config));
     let manifest = train(node.lake(), &request).await.unwrap();
     assert!(manifest.outputs.users > 100, "{:?}", manifest.outputs);
     assert_eq!(
@@ -93,6 +89,7 @@ async fn clicks_in_recommendations_out() {
     let options = PublishOptions {
         batch_users: 100,
         keep_generations: 2,
+        gate: GateMode::Enforce { tolerance: 0.05 },
     };
     let report = publish_run(node.lake(), &publisher, "e2e", options, &|_| {})
         .await

@@ -99,6 +99,61 @@ pub struct TrainConfig {
     pub popularity: PopularityConfig,
     pub cooccurrence: CooccurrenceConfig,
     pub als: AlsConfig,
+    /// Users per part of a run's lists (each part is one checkpointed unit of work).
+    pub list_part_users: usize,
+    pub checkpoint: CheckpointConfig,
+    pub spot: SpotConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Checkpoint store: empty = the lake (`checkpoints/<run_id>/`), else a folder or URI
+    /// (`s3://…`). Under SageMaker the default is `/opt/ml/checkpoints`.
+    pub uri: String,
+    /// Keep a run's checkpoints after it completes (they are deleted by default).
+    pub keep: bool,
+    /// Least seconds between checkpoints inside a stage (ALS iterations, list parts); stage
+    /// ends and stops always checkpoint. 0: after every unit of work.
+    pub min_interval_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpotConfig {
+    /// Poll the EC2 spot interruption notice and checkpoint and exit when one appears.
+    pub notice: bool,
+    /// Base URL of the instance metadata service (IMDSv2).
+    pub metadata_url: String,
+    pub notice_poll_ms: u64,
+    /// Prices of the training machine, USD per hour, for the `--spot` runner's savings report.
+    pub on_demand_price_per_hour: f64,
+    pub spot_price_per_hour: f64,
+    /// Simulated wait for spot capacity after an interruption (`--spot` runner), ms.
+    pub capacity_delay_ms: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            uri: String::new(),
+            keep: false,
+            min_interval_s: 30,
+        }
+    }
+}
+
+impl Default for SpotConfig {
+    fn default() -> Self {
+        SpotConfig {
+            notice: false,
+            metadata_url: "http://169.254.169.254".into(),
+            notice_poll_ms: 5_000,
+            on_demand_price_per_hour: 0.23,
+            spot_price_per_hour: 0.07,
+            capacity_delay_ms: 2_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +199,13 @@ pub struct PublishConfig {
     pub keep_generations: usize,
     /// Users written per store batch.
     pub batch_users: usize,
+    /// Refuse to publish a run that scores clearly worse than the served one (`--force`
+    /// overrides).
+    pub gate: bool,
+    /// How much worse the new run's chosen model may score on `train.select_metric` (backtest),
+    /// as a fraction of the served run's figure (0..=1; 0.05 = up to 5 % lower). Relative,
+    /// because the two runs are tested on different days and figures move with the news.
+    pub gate_tolerance: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +287,9 @@ impl Default for TrainConfig {
             popularity: PopularityConfig::default(),
             cooccurrence: CooccurrenceConfig::default(),
             als: AlsConfig::default(),
+            list_part_users: 50_000,
+            checkpoint: CheckpointConfig::default(),
+            spot: SpotConfig::default(),
         }
     }
 }
@@ -271,6 +336,8 @@ impl Default for PublishConfig {
         PublishConfig {
             keep_generations: 3,
             batch_users: 5_000,
+            gate: true,
+            gate_tolerance: 0.05,
         }
     }
 }
@@ -449,6 +516,27 @@ impl Config {
                 format!("must be >= 0, got {}", train.popularity.half_life_hours),
             );
         }
+        if !(1..=10_000_000).contains(&train.list_part_users) {
+            return invalid(
+                "train.list_part_users",
+                format!("must be 1..=10000000, got {}", train.list_part_users),
+            );
+        }
+        let spot = &train.spot;
+        for (key, price) in [
+            (
+                "train.spot.on_demand_price_per_hour",
+                spot.on_demand_price_per_hour,
+            ),
+            ("train.spot.spot_price_per_hour", spot.spot_price_per_hour),
+        ] {
+            if !(price > 0.0 && price.is_finite()) {
+                return invalid(key, format!("must be > 0, got {price}"));
+            }
+        }
+        if spot.notice_poll_ms == 0 {
+            return invalid("train.spot.notice_poll_ms", "must be > 0".into());
+        }
         let co = &train.cooccurrence;
         if !["jaccard", "lift"].contains(&co.similarity.as_str()) {
             return invalid(
@@ -533,6 +621,16 @@ impl Config {
             return invalid(
                 "publish.batch_users",
                 format!("must be 1..=100000, got {}", self.publish.batch_users),
+            );
+        }
+        // `contains` is false for NaN too.
+        if !(0.0..=1.0).contains(&self.publish.gate_tolerance) {
+            return invalid(
+                "publish.gate_tolerance",
+                format!(
+                    "must be a fraction 0..=1 (0.05 = 5 %), got {}",
+                    self.publish.gate_tolerance
+                ),
             );
         }
         let serve = &self.serve;
@@ -643,6 +741,12 @@ mod tests {
         );
         let error = Config::from_toml("version = 2\n").unwrap_err();
         assert!(error.to_string().contains("version"), "{error}");
+        // A percentage where a fraction belongs.
+        let error = Config::from_toml("[publish]\ngate_tolerance = 5.0\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: publish.gate_tolerance: must be a fraction 0..=1 (0.05 = 5 %), got 5"
+        );
     }
 
     #[test]

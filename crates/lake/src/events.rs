@@ -207,6 +207,25 @@ impl Lake {
         Ok(())
     }
 
+    /// Paths of every object under `prefix`, in no particular order.
+    pub async fn list_objects(&self, prefix: &Path) -> Result<Vec<Path>, LakeError> {
+        let objects: Vec<_> = self
+            .store()
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|source| LakeError::store(prefix, source))?;
+        Ok(objects.into_iter().map(|object| object.location).collect())
+    }
+
+    /// Deletes the object at `path`; one already gone is not an error.
+    pub async fn delete_object(&self, path: &Path) -> Result<(), LakeError> {
+        match self.store().delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(LakeError::store(path, source)),
+        }
+    }
+
     /// Fetches the whole object at `path`.
     pub async fn get_object(&self, path: &Path) -> Result<Bytes, LakeError> {
         let result = self

@@ -18,6 +18,8 @@ pub use error::LakeError;
 pub use errors::ErrorRecord;
 pub use events::{EventColumns, TimeWindow, WrittenObject};
 pub use manifest::RunManifest;
+/// Object paths as the lake's methods take them.
+pub use object_store::path::Path as ObjectPath;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -145,6 +147,11 @@ impl Lake {
     /// The URI the lake was opened with.
     pub fn uri(&self) -> &str {
         &self.uri
+    }
+
+    /// The folder of a local lake; `None` for S3 and memory lakes.
+    pub fn local_root(&self) -> Option<PathBuf> {
+        local_path(&self.uri)
     }
 
     /// The underlying object store.

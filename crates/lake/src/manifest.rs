@@ -34,6 +34,23 @@ pub struct RunManifest {
     pub chosen_because: String,
     pub outputs: RunOutputs,
     pub timings: Timings,
+    /// How the run executed: starts, resumption, checkpoints, memory (absent in older runs).
+    #[serde(default)]
+    pub execution: Execution,
+}
+
+/// How a run executed, across the starts it took.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    /// Times the job started on this run (1 when never interrupted).
+    pub starts: u32,
+    /// The checkpoint the final start resumed from, if it resumed.
+    pub resumed_from: Option<String>,
+    /// Checkpoints the final start wrote, and the time it spent writing them.
+    pub checkpoints_written: u64,
+    pub checkpoint_ms: u64,
+    /// Peak resident memory of the final start's process (Linux), in bytes.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +108,9 @@ pub struct RunOutputs {
     pub similar: Option<String>,
     #[serde(default)]
     pub similar_articles: u64,
+    /// The ALS factors object (`als-factors.ckpt`, checkpoint framing), when ALS was fitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub als_factors: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

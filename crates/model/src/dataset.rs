@@ -5,7 +5,7 @@
 //! exclude with binary search.
 
 /// One click, already interned: dense user and item ids and the event time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Interaction {
     pub user: u32,
     pub item: u32,

@@ -5,7 +5,10 @@
 //! any point leaves the previous generation served: write every list into a new, invisible
 //! generation; verify its user count against the manifest; seal; switch the pointer; only then
 //! delete generations beyond the configured number. Running it again simply starts a fresh
-//! generation and finishes the job.
+//! generation and finishes the job. Before any of that, the quality [`gate`] compares the run
+//! with the one being served and refuses a clearly worse one.
+
+pub mod gate;
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,9 @@ use newsrec_lake::{
         RankedArticle, UserRecs, fallback_from_batches, recs_from_batches, similar_from_batches,
     },
 };
+
+use gate::Baseline;
+pub use gate::{GateDecision, GateMode};
 
 /// Why a publish failed. The previously current generation is still served in every case.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +41,20 @@ pub enum PublishError {
         run_id: String,
         table: String,
         reason: String,
+    },
+    #[error(
+        "run {run_id:?} refused by the quality gate: {reason}; publish it anyway with --force, \
+         or turn the gate off with publish.gate = false"
+    )]
+    GateRefused { run_id: String, reason: String },
+    #[error(
+        "quality gate: the served run {served_run_id:?} is unreadable: {source}; repair its \
+         manifest, or publish {run_id:?} with --force"
+    )]
+    GateBaseline {
+        run_id: String,
+        served_run_id: String,
+        source: LakeError,
     },
     #[error(transparent)]
     Store(#[from] KvError),
@@ -56,6 +76,9 @@ pub struct PublishReport {
     pub elapsed: Duration,
     /// Generations deleted afterwards.
     pub pruned: Vec<Generation>,
+    /// The quality gate's verdict (`passed` is false only when the publish was forced); `None`
+    /// when the gate is off.
+    pub gate: Option<GateDecision>,
 }
 
 impl PublishReport {
@@ -72,6 +95,8 @@ pub struct PublishOptions {
     pub batch_users: usize,
     /// Sealed generations kept besides the current one.
     pub keep_generations: usize,
+    /// Whether a run worse than the served one is refused.
+    pub gate: GateMode,
 }
 
 /// The newest complete run (by manifest creation time, then run id).
@@ -121,6 +146,71 @@ async fn read_lists(
     })
 }
 
+/// What the gate compares `run_id` with: the manifest of the served generation's run.
+async fn served_baseline(
+    lake: &Lake,
+    store: &dyn RecStore,
+    run_id: &str,
+) -> Result<Baseline, PublishError> {
+    // A long-lived handle may predate another process's publish: compare with what is served now.
+    store.refresh().await?;
+    let Some(current) = store.current().await? else {
+        return Ok(Baseline::NoGeneration);
+    };
+    match lake.read_manifest::<RunManifest>(&current.run_id).await {
+        Ok(manifest) => Ok(Baseline::Run(Box::new(manifest))),
+        // Old runs may be cleaned out of the lake; that must not block publishing new ones.
+        Err(source) if source.is_not_found() => Ok(Baseline::RunGone {
+            run_id: current.run_id,
+        }),
+        Err(source) => Err(PublishError::GateBaseline {
+            run_id: run_id.to_owned(),
+            served_run_id: current.run_id,
+            source,
+        }),
+    }
+}
+
+/// Applies the gate to `manifest` as `mode` says; an error when the run is refused.
+async fn apply_gate(
+    lake: &Lake,
+    store: &dyn RecStore,
+    run_id: &str,
+    manifest: &RunManifest,
+    mode: GateMode,
+) -> Result<Option<GateDecision>, PublishError> {
+    let decision = match mode {
+        GateMode::Off => return Ok(None),
+        GateMode::Enforce { tolerance } => {
+            let baseline = served_baseline(lake, store, run_id).await?;
+            let decision = gate::check(manifest, &baseline, tolerance);
+            if !decision.passed {
+                tracing::warn!(run_id, reason = %decision.reason, "quality gate refused the run");
+                return Err(PublishError::GateRefused {
+                    run_id: run_id.to_owned(),
+                    reason: decision.reason,
+                });
+            }
+            decision
+        }
+        // Forced: still compare, so that the report says what was overridden, but an unreadable
+        // served run is only a note (forcing is how an operator gets past a broken lake).
+        GateMode::Force { tolerance } => match served_baseline(lake, store, run_id).await {
+            Ok(baseline) => gate::check(manifest, &baseline, tolerance),
+            Err(PublishError::GateBaseline {
+                served_run_id,
+                source,
+                ..
+            }) => GateDecision::fail(format!(
+                "the served run {served_run_id:?} is unreadable ({source}), not compared"
+            )),
+            Err(other) => return Err(other),
+        },
+    };
+    tracing::info!(run_id, passed = decision.passed, reason = %decision.reason, "quality gate");
+    Ok(Some(decision))
+}
+
 fn rec_items(items: Vec<RankedArticle>) -> Vec<RecItem> {
     items
         .into_iter()
@@ -153,6 +243,7 @@ pub async fn publish_run(
             lake_error(source)
         }
     })?;
+    let gate = apply_gate(lake, store, run_id, &manifest, options.gate).await?;
     let users_total = manifest.outputs.users;
     let mut writer = store.create_generation(run_id).await?;
     let generation = writer.generation();
@@ -215,6 +306,7 @@ pub async fn publish_run(
         users: info.users,
         elapsed: started.elapsed(),
         pruned,
+        gate,
     };
     tracing::info!(
         run_id,
@@ -229,13 +321,38 @@ pub async fn publish_run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
     use newsrec_kv::EmbeddedStore;
+    use newsrec_lake::manifest::Evaluation;
     use newsrec_testkit::runs::{RunSpec, write_run};
 
     const OPTIONS: PublishOptions = PublishOptions {
         batch_users: 2,
         keep_generations: 1,
+        gate: GateMode::Enforce { tolerance: 0.05 },
     };
+
+    /// Writes a complete run whose chosen model scored `ndcg` in its backtest.
+    async fn write_scored_run(lake: &Lake, run_id: &str, ndcg: f64) {
+        let spec = RunSpec {
+            run_id,
+            users: 3,
+            items: 1,
+            promised_users: 3,
+        };
+        let mut manifest = write_run(lake, &spec).await.unwrap();
+        manifest.config = serde_json::json!({"select_metric": "ndcg@10"});
+        manifest.evaluations = vec![Evaluation {
+            role: "backtest".into(),
+            test_date: "2026-11-21".into(),
+            metrics: BTreeMap::from([(
+                manifest.chosen_model.clone(),
+                serde_json::json!({"hr@10": 0.5, "ndcg@10": ndcg, "users": 3}),
+            )]),
+        }];
+        lake.write_manifest(run_id, &manifest).await.unwrap();
+    }
 
     #[tokio::test]
     async fn publishes_and_a_short_run_never_replaces_the_served_one() {
@@ -288,5 +405,77 @@ mod tests {
             matches!(missing, PublishError::RunNotFound { .. }),
             "{missing}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_gate_refuses_a_worse_run_until_forced() {
+        let lake = Lake::open("memory://").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        write_scored_run(&lake, "good", 0.20).await;
+        write_scored_run(&lake, "worse", 0.10).await;
+
+        let first = publish_run(&lake, &store, "good", OPTIONS, &|_| {})
+            .await
+            .unwrap();
+        let gate = first.gate.unwrap();
+        assert!(
+            gate.passed && gate.reason.contains("no generation is served"),
+            "{gate}"
+        );
+
+        let refused = publish_run(&lake, &store, "worse", OPTIONS, &|_| {})
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, PublishError::GateRefused { run_id, .. } if run_id == "worse"),
+            "{refused}"
+        );
+        let message = refused.to_string();
+        assert!(
+            message.contains("0.1000") && message.contains("0.2000") && message.contains("--force"),
+            "{message}"
+        );
+        // Refused before anything was written: the good run is served and no generation leaked.
+        let current = store.current().await.unwrap().unwrap();
+        assert_eq!(
+            (current.run_id.as_str(), current.generation),
+            ("good", first.generation)
+        );
+
+        let forced = PublishOptions {
+            gate: GateMode::Force { tolerance: 0.05 },
+            ..OPTIONS
+        };
+        let report = publish_run(&lake, &store, "worse", forced, &|_| {})
+            .await
+            .unwrap();
+        let gate = report.gate.unwrap();
+        assert!(
+            !gate.passed && gate.reason.contains("is below 0.1900"),
+            "{gate}"
+        );
+        assert_eq!(store.current().await.unwrap().unwrap().run_id, "worse");
+
+        // A served run that is not in the lake (cleaned up; here another lake) compares with
+        // nothing, and the gate off compares not at all.
+        let other_lake = Lake::open("memory://").unwrap();
+        write_scored_run(&other_lake, "again", 0.01).await;
+        let report = publish_run(&other_lake, &store, "again", OPTIONS, &|_| {})
+            .await
+            .unwrap();
+        let gate = report.gate.unwrap();
+        assert!(
+            gate.passed && gate.reason.contains("no longer in the lake"),
+            "{gate}"
+        );
+        let off = PublishOptions {
+            gate: GateMode::Off,
+            ..OPTIONS
+        };
+        let report = publish_run(&lake, &store, "good", off, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(report.gate, None);
     }
 }

@@ -5,7 +5,8 @@
 //! readers with favourite topics, power-law article appeal, articles that age within hours, a
 //! day/night cycle, and an election-night spike of many times the normal traffic on one evening.
 //! The same config and seed always give the same stream. [`runs`] writes training runs of a
-//! given shape straight into a lake, for tests that need one without training.
+//! given shape straight into a lake, for tests that need one without training; [`fill_lake`]
+//! writes a stream into one.
 
 pub mod runs;
 
@@ -74,6 +75,18 @@ const DIURNAL: [f64; 24] = [
     0.2, 0.1, 0.1, 0.1, 0.1, 0.2, 0.5, 0.9, 1.2, 1.2, 1.1, 1.0, 1.1, 1.0, 0.9, 0.9, 1.0, 1.1, 1.3,
     1.4, 1.3, 1.0, 0.7, 0.4,
 ];
+
+/// Generates the stream for `config` and writes it into `lake` (one writer, hourly objects),
+/// for tests that need a lake of clicks without running ingest.
+pub async fn fill_lake(
+    lake: &newsrec_lake::Lake,
+    config: &SynthConfig,
+) -> Result<Synthetic, newsrec_lake::LakeError> {
+    let synthetic = generate(config);
+    let events = std::sync::Arc::new(synthetic.events.clone());
+    lake.write_events("testkit", 1, &[events]).await?;
+    Ok(synthetic)
+}
 
 /// Generates the stream for `config`.
 pub fn generate(config: &SynthConfig) -> Synthetic {

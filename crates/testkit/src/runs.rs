@@ -87,8 +87,10 @@ pub async fn write_run(lake: &Lake, spec: &RunSpec<'_>) -> Result<RunManifest, L
             fallback: "fallback.parquet".into(),
             similar: None,
             similar_articles: 0,
+            als_factors: None,
         },
         timings: Timings::default(),
+        execution: Default::default(),
     };
     lake.write_manifest(run_id, &manifest).await?;
     Ok(manifest)

@@ -13,7 +13,7 @@ use newsrec_model::Interaction;
 use crate::TrainError;
 
 /// Interned, deduplicated clicks sorted by time.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ClickLog {
     pub users: Vec<String>,
     pub items: Vec<String>,

@@ -1,34 +1,44 @@
 //! One training run: read, fit, backtest, choose, write lists, write the manifest (last).
+//!
+//! The run is a chain of units of work, each followed by a checkpoint (`checkpoint.rs`): the
+//! dataset, each ALS iteration of the backtest and of the served models, each evaluation, each
+//! part of the lists. A start resumes after the last unit its checkpoints record; the units
+//! are deterministic, so a run interrupted any number of times writes the same bytes as one
+//! that never was.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::{NaiveDate, SecondsFormat, Utc};
 use newsrec_lake::{
     Lake, TimeWindow,
     manifest::{
-        DataCounts, DataWindow, Evaluation, MANIFEST_VERSION, ModelEntry, RunManifest, RunOutputs,
-        Timings,
+        DataCounts, DataWindow, Evaluation, Execution, MANIFEST_VERSION, ModelEntry, RunManifest,
+        RunOutputs, Timings,
     },
     recs::{RankedArticle, UserRecs, fallback_to_batch, recs_to_batch, similar_to_batch},
 };
-use newsrec_model::{EvalMetrics, Recommender};
+use newsrec_model::{AlsTraining, CooccurrenceModel, EvalMetrics, Recommender};
 use rayon::prelude::*;
 
-use crate::{ClickLog, FittedModels, TrainError, TrainSettings};
+use crate::{
+    ClickLog, FittedModels, TrainError, TrainSettings, blocking,
+    checkpoint::{
+        AlsProgress, CHECKPOINT_FORMAT_VERSION, CheckpointStore, DayEvaluation, RunState,
+        decode_als_model, encode_als_model,
+    },
+    control::{ProgressFn, StopSignal, TrainProgress, peak_rss_bytes},
+    training_data,
+};
+
+/// The ALS factors of the served model, next to the lists.
+pub const ALS_FACTORS_OBJECT: &str = "als-factors.ckpt";
 
 /// The similar-articles table of a run.
 const SIMILAR_TABLE: &str = "similar.parquet";
-
-/// Users per `recs-NNNNN.parquet` part.
-const USERS_PER_PART: usize = 50_000;
-
-/// P1 figures of every model on one test day.
-struct DayEvaluation {
-    /// `backtest` (trained before D-1, tested on D-1) or `served` (the written models, on D).
-    role: &'static str,
-    test_day: NaiveDate,
-    metrics: Vec<(&'static str, EvalMetrics)>,
-}
 
 /// What to train.
 #[derive(Debug, Clone)]
@@ -37,10 +47,141 @@ pub struct TrainRequest {
     pub date: NaiveDate,
     pub run_id: String,
     pub settings: TrainSettings,
+    /// Where checkpoints go (`checkpoints/<run_id>/` in it); `None`: the lake itself.
+    pub checkpoints: Option<Lake>,
+    /// Keep the checkpoints once the run is complete (by default they are deleted).
+    pub keep_checkpoints: bool,
+    /// Least time between checkpoints inside a stage (ALS iterations, list parts); stage ends
+    /// and stops are always checkpointed. Zero: after every unit.
+    pub checkpoint_interval: Duration,
 }
 
-/// Runs the job and returns the manifest it wrote.
+impl TrainRequest {
+    /// A request with checkpoints in the lake, deleted when the run completes.
+    pub fn new(date: NaiveDate, run_id: impl Into<String>, settings: TrainSettings) -> Self {
+        TrainRequest {
+            date,
+            run_id: run_id.into(),
+            settings,
+            checkpoints: None,
+            keep_checkpoints: false,
+            checkpoint_interval: Duration::ZERO,
+        }
+    }
+
+    /// What identifies the work: a checkpoint of another fingerprint is never resumed from.
+    fn fingerprint(&self) -> Result<String, TrainError> {
+        let settings = serde_json::to_string(&self.settings)
+            .map_err(|e| TrainError::Internal(e.to_string()))?;
+        let identity = format!(
+            "v{CHECKPOINT_FORMAT_VERSION}\n{}\n{}\n{settings}",
+            self.date, self.run_id
+        );
+        Ok(format!(
+            "{:032x}",
+            xxhash_rust::xxh3::xxh3_128(identity.as_bytes())
+        ))
+    }
+}
+
+/// Steering for a running job: a stop request and an optional progress callback.
+#[derive(Clone, Default)]
+pub struct JobControl {
+    pub stop: StopSignal,
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for JobControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobControl")
+            .field("stop", &self.stop)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl JobControl {
+    fn report(&self, stage: &'static str, done: u64, total: u64) {
+        if let Some(progress) = &self.progress {
+            progress(TrainProgress { stage, done, total });
+        }
+    }
+}
+
+/// Runs the job to completion without outside control.
 pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, TrainError> {
+    train_with(lake, request, &JobControl::default()).await
+}
+
+/// Which ALS fit of a run a checkpoint slot holds.
+#[derive(Debug, Clone, Copy)]
+enum Fit {
+    /// Trained on the window before D-1, evaluated on D-1.
+    Backtest,
+    /// Trained on the window before D: the models whose lists are written.
+    Serve,
+}
+
+impl Fit {
+    fn als_slot(self, state: &mut RunState) -> &mut Option<AlsProgress> {
+        match self {
+            Fit::Backtest => &mut state.backtest_als,
+            Fit::Serve => &mut state.serve_als,
+        }
+    }
+
+    fn stage(self) -> &'static str {
+        match self {
+            Fit::Backtest => "backtest ALS",
+            Fit::Serve => "ALS",
+        }
+    }
+}
+
+/// The run's checkpoints, the state they hold, and the bookkeeping of this start.
+struct Progress<'a> {
+    store: CheckpointStore,
+    state: RunState,
+    control: &'a JobControl,
+    /// Least time between two checkpoints that are not forced.
+    interval: Duration,
+    last_saved: Instant,
+    written: u64,
+    write_ms: u64,
+}
+
+impl Progress<'_> {
+    /// Records the end of a unit: saves the state as the next checkpoint when `force`d (the
+    /// end of a stage), when a stop is requested, or when `interval` has passed since the last
+    /// one; then honours a stop request.
+    async fn unit_done(&mut self, force: bool) -> Result<(), TrainError> {
+        let stop = self.control.stop.raised();
+        if force || stop.is_some() || self.last_saved.elapsed() >= self.interval {
+            let started = Instant::now();
+            self.state.seq += 1;
+            self.store.save_state(&self.state).await?;
+            self.written += 1;
+            self.write_ms += elapsed_ms(started);
+            self.last_saved = Instant::now();
+        }
+        match stop {
+            Some(reason) => Err(TrainError::Interrupted {
+                reason,
+                location: self.store.location(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs the job, resuming from the run's latest valid checkpoint, and returns the manifest it
+/// wrote. A raised stop ends it after the current unit of work and its checkpoint, with
+/// [`TrainError::Interrupted`].
+pub async fn train_with(
+    lake: &Lake,
+    request: &TrainRequest,
+    control: &JobControl,
+) -> Result<RunManifest, TrainError> {
     let started = Instant::now();
     let settings = &request.settings;
     if !["hr@10", "recall@10", "ndcg@10"].contains(&settings.select_metric.as_str()) {
@@ -53,20 +194,32 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
     let day = request.date;
     let window = settings.window_for(day);
     let backtest_day = day - chrono::Days::new(1);
-    // One read covers the backtest window [D-1-W, D-1), its test day D-1, and D itself.
-    let span = TimeWindow::days(
-        settings.window_for(backtest_day).start_date(),
-        day + chrono::Days::new(1),
-    );
-    let log = ClickLog::read(lake, span).await?;
+    let store = CheckpointStore::new(
+        request.checkpoints.clone().unwrap_or_else(|| lake.clone()),
+        &request.run_id,
+    )?;
+    let fingerprint = request.fingerprint()?;
+    let (log, state, resumed_from) = resume_or_read(lake, request, &store, &fingerprint).await?;
     let read_ms = elapsed_ms(started);
+    let mut progress = Progress {
+        store,
+        state,
+        control,
+        interval: request.checkpoint_interval,
+        last_saved: Instant::now(),
+        written: 0,
+        write_ms: 0,
+    };
+    progress.state.starts += 1;
     let train_clicks = log.slice(window).len();
     tracing::info!(
         clicks = log.clicks.len(),
         users = log.users.len(),
         items = log.items.len(),
         read_ms,
-        "read the lake"
+        resumed_from = resumed_from.as_deref().unwrap_or("-"),
+        start = progress.state.starts,
+        "dataset ready"
     );
     if train_clicks == 0 {
         return Err(TrainError::EmptyWindow {
@@ -74,54 +227,125 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
             end: day,
         });
     }
+    progress.unit_done(true).await?;
 
-    let settings_for_fit = settings.clone();
-    let fitted = tokio::task::spawn_blocking(move || -> Result<_, TrainError> {
-        let fit_started = Instant::now();
-        let models = FittedModels::fit(&log, window, &settings_for_fit)?;
-        let fit_ms = elapsed_ms(fit_started);
-        let eval_started = Instant::now();
-        let mut evaluations = Vec::new();
-        let backtest_window = settings_for_fit.window_for(backtest_day);
+    let fit_started = Instant::now();
+    if progress.state.backtest.is_none() {
+        let backtest_window = settings.window_for(backtest_day);
+        let mut figures = Vec::new();
         if !log.slice(backtest_window).is_empty() {
-            let backtest = FittedModels::fit(&log, backtest_window, &settings_for_fit)?;
-            evaluations.push(DayEvaluation {
-                role: "backtest",
-                test_day: backtest_day,
-                metrics: backtest.evaluate(&log, backtest_day),
+            let models = fit_models(
+                &log,
+                backtest_window,
+                settings,
+                Fit::Backtest,
+                &mut progress,
+            )
+            .await?;
+            let metrics = blocking({
+                let log = Arc::clone(&log);
+                move || models.evaluate(&log, backtest_day)
+            })
+            .await?;
+            figures.push(DayEvaluation {
+                role: "backtest".into(),
+                test_day: backtest_day.to_string(),
+                metrics: owned_metrics(metrics),
             });
         }
+        progress.state.backtest = Some(figures);
+        progress.state.backtest_als = None;
+        progress.unit_done(true).await?;
+    }
+    let factors_path = newsrec_lake::layout::run_object_path(&request.run_id, ALS_FACTORS_OBJECT);
+    if let Some(digest) = progress.state.serve_factors.clone() {
+        // The served ALS finished in an earlier start; its factors are the run's model object.
+        let bytes = lake.get_object(&factors_path).await?;
+        let object = factors_path.to_string();
+        let factors = blocking(move || {
+            let found = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+            if found != digest {
+                return Err(TrainError::Checkpoint {
+                    object: object.clone(),
+                    reason: format!("digest {found}, the checkpoint recorded {digest}"),
+                });
+            }
+            decode_als_model(&object, &bytes)
+        })
+        .await??;
+        let iteration = settings.als.as_ref().map_or(0, |p| p.iterations);
+        progress.state.serve_als = Some(AlsProgress { iteration, factors });
+    }
+    let models = Arc::new(fit_models(&log, window, settings, Fit::Serve, &mut progress).await?);
+    if let (Some(als), None) = (&models.als, &progress.state.serve_factors) {
+        // Written once, as soon as the fit ends: the run's model object, and what later
+        // checkpoints point at instead of carrying the factors along.
+        let bytes = encode_als_model(als.factors())?;
+        let digest = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+        lake.put_object(&factors_path, bytes).await?;
+        progress.state.serve_factors = Some(digest);
+        progress.state.serve_als = None;
+        progress.unit_done(true).await?;
+    }
+    // Only the ALS in progress rides in the checkpoints.
+    progress.state.serve_als = None;
+    let fit_ms = elapsed_ms(fit_started);
+    let eval_started = Instant::now();
+    if progress.state.served.is_none() {
+        let mut figures = Vec::new();
         if !log
             .slice(TimeWindow::days(day, day + chrono::Days::new(1)))
             .is_empty()
         {
-            evaluations.push(DayEvaluation {
-                role: "served",
-                test_day: day,
-                metrics: models.evaluate(&log, day),
+            let metrics = blocking({
+                let (log, models) = (Arc::clone(&log), Arc::clone(&models));
+                move || models.evaluate(&log, day)
+            })
+            .await?;
+            figures.push(DayEvaluation {
+                role: "served".into(),
+                test_day: day.to_string(),
+                metrics: owned_metrics(metrics),
             });
         }
-        let eval_ms = elapsed_ms(eval_started);
-        Ok((log, models, evaluations, fit_ms, eval_ms))
-    })
-    .await
-    .map_err(|join| TrainError::Internal(join.to_string()))??;
-    let (log, models, evaluations, fit_ms, eval_ms) = fitted;
-    for DayEvaluation {
-        role,
-        test_day,
-        metrics,
-    } in &evaluations
-    {
-        for (name, m) in metrics {
-            tracing::info!(role, %test_day, model = name, hr = m.hit_rate, ndcg = m.ndcg, users = m.users, "P1");
+        progress.state.served = Some(figures);
+        progress.unit_done(true).await?;
+    }
+    let eval_ms = elapsed_ms(eval_started);
+    let evaluations: Vec<DayEvaluation> = progress
+        .state
+        .backtest
+        .iter()
+        .chain(progress.state.served.iter())
+        .flatten()
+        .cloned()
+        .collect();
+    for evaluation in &evaluations {
+        for (name, m) in &evaluation.metrics {
+            tracing::info!(
+                role = evaluation.role,
+                test_day = evaluation.test_day,
+                model = name,
+                hr = m.hit_rate,
+                ndcg = m.ndcg,
+                users = m.users,
+                "P1"
+            );
         }
     }
 
     let (chosen, chosen_because) = choose_model(&evaluations, &settings.select_metric);
     let write_started = Instant::now();
-    let (users, parts, rows) =
-        write_lists(lake, &request.run_id, &log, &models, chosen, settings.top_k).await?;
+    write_lists(
+        lake,
+        &request.run_id,
+        &log,
+        &models,
+        chosen,
+        settings,
+        &mut progress,
+    )
+    .await?;
     let fallback: Vec<RankedArticle> = models
         .popularity
         .ranked()
@@ -142,6 +366,7 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
         similar_to_batch(&similar).map_err(|e| TrainError::Internal(e.to_string()))?;
     lake.write_run_table(&request.run_id, SIMILAR_TABLE, vec![similar_batch])
         .await?;
+    let als_factors = models.als.as_ref().map(|_| ALS_FACTORS_OBJECT.to_owned());
     let write_ms = elapsed_ms(write_started);
 
     let dataset = models.dataset();
@@ -170,63 +395,30 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
                 .count() as u64,
             pairs: dataset.n_pairs() as u64,
         },
-        models: vec![
-            ModelEntry {
-                name: "popularity".into(),
-                params: serde_json::to_value(&settings.popularity).unwrap_or_default(),
-                stats: BTreeMap::from([("items".into(), models.popularity.ranked().len() as u64)]),
-            },
-            ModelEntry {
-                name: "cooccurrence".into(),
-                params: serde_json::to_value(&settings.cooccurrence).unwrap_or_default(),
-                stats: BTreeMap::from([(
-                    "neighbour_pairs".into(),
-                    models.cooccurrence.n_neighbour_pairs() as u64,
-                )]),
-            },
-        ]
-        .into_iter()
-        .chain(models.als.as_ref().map(|als| ModelEntry {
-            name: "als".into(),
-            params: serde_json::to_value(als.params()).unwrap_or_default(),
-            stats: BTreeMap::from([(
-                "factor_values".into(),
-                (als.factors().user.len() + als.factors().item.len()) as u64,
-            )]),
-        }))
-        .collect(),
+        models: model_entries(&models, settings),
         evaluations: evaluations
             .iter()
-            .map(
-                |DayEvaluation {
-                     role,
-                     test_day,
-                     metrics,
-                 }| Evaluation {
-                    role: (*role).into(),
-                    test_date: test_day.to_string(),
-                    metrics: metrics
-                        .iter()
-                        .map(|(name, m)| {
-                            (
-                                (*name).to_owned(),
-                                serde_json::to_value(m).unwrap_or_default(),
-                            )
-                        })
-                        .collect(),
-                },
-            )
+            .map(|evaluation| Evaluation {
+                role: evaluation.role.clone(),
+                test_date: evaluation.test_day.clone(),
+                metrics: evaluation
+                    .metrics
+                    .iter()
+                    .map(|(name, m)| (name.clone(), serde_json::to_value(m).unwrap_or_default()))
+                    .collect(),
+            })
             .collect(),
         chosen_model: chosen.to_owned(),
         chosen_because,
         outputs: RunOutputs {
-            users,
-            rows,
+            users: progress.state.users_written,
+            rows: progress.state.rows_written,
             top_k: settings.top_k,
-            parts,
+            parts: progress.state.parts.clone(),
             fallback: "fallback.parquet".into(),
             similar: Some(SIMILAR_TABLE.into()),
             similar_articles,
+            als_factors,
         },
         timings: Timings {
             read_ms,
@@ -235,14 +427,200 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
             write_ms,
             total_ms: elapsed_ms(started),
         },
+        execution: Execution {
+            starts: progress.state.starts,
+            resumed_from,
+            checkpoints_written: progress.written,
+            checkpoint_ms: progress.write_ms,
+            peak_rss_bytes: peak_rss_bytes(),
+        },
     };
     lake.write_manifest(&request.run_id, &manifest).await?;
+    if !request.keep_checkpoints {
+        progress.store.clear().await?;
+    }
     Ok(manifest)
+}
+
+/// The click log and state to continue from: the latest valid checkpoint's, or a fresh read of
+/// the lake (saved at once, so later starts train on exactly the same clicks).
+async fn resume_or_read(
+    lake: &Lake,
+    request: &TrainRequest,
+    store: &CheckpointStore,
+    fingerprint: &str,
+) -> Result<(Arc<ClickLog>, RunState, Option<String>), TrainError> {
+    let loaded = store.load_latest_state().await?;
+    if let Some(loaded) = &loaded {
+        for (object, reason) in &loaded.skipped {
+            tracing::warn!(object, reason, "skipped a damaged checkpoint");
+        }
+        if loaded.state.fingerprint != fingerprint {
+            return Err(TrainError::CheckpointMismatch {
+                location: store.location(),
+                run_id: request.run_id.clone(),
+            });
+        }
+    }
+    let saved = match store.load_dataset().await {
+        Ok(saved) => saved,
+        Err(TrainError::Checkpoint { object, reason }) => {
+            tracing::warn!(
+                object,
+                reason,
+                "the dataset checkpoint is damaged; reading the lake again"
+            );
+            None
+        }
+        Err(other) => return Err(other),
+    };
+    if let Some(saved) = saved {
+        if saved.fingerprint != fingerprint {
+            return Err(TrainError::CheckpointMismatch {
+                location: store.location(),
+                run_id: request.run_id.clone(),
+            });
+        }
+        match loaded {
+            Some(loaded) if loaded.state.dataset_digest == saved.digest => {
+                tracing::info!(checkpoint = loaded.object, "resuming");
+                return Ok((Arc::new(saved.log), loaded.state, Some(loaded.object)));
+            }
+            Some(loaded) => tracing::warn!(
+                checkpoint = loaded.object,
+                "the checkpoint refers to another dataset; starting over from the saved dataset"
+            ),
+            None => {}
+        }
+        return Ok((
+            Arc::new(saved.log),
+            fresh_state(fingerprint, saved.digest),
+            None,
+        ));
+    }
+    let settings = &request.settings;
+    // One read covers the backtest window [D-1-W, D-1), its test day D-1, and D itself.
+    let backtest_day = request.date - chrono::Days::new(1);
+    let span = TimeWindow::days(
+        settings.window_for(backtest_day).start_date(),
+        request.date + chrono::Days::new(1),
+    );
+    let log = Arc::new(ClickLog::read(lake, span).await?);
+    let digest = store.save_dataset(&log, fingerprint).await?;
+    Ok((log, fresh_state(fingerprint, digest), None))
+}
+
+fn fresh_state(fingerprint: &str, dataset_digest: String) -> RunState {
+    RunState {
+        fingerprint: fingerprint.to_owned(),
+        dataset_digest,
+        ..RunState::default()
+    }
+}
+
+/// Fits every model on `window`; ALS one checkpointed iteration at a time, continuing from the
+/// state's slot for `fit`.
+async fn fit_models(
+    log: &Arc<ClickLog>,
+    window: TimeWindow,
+    settings: &TrainSettings,
+    fit: Fit,
+    progress: &mut Progress<'_>,
+) -> Result<FittedModels, TrainError> {
+    let saved = fit.als_slot(&mut progress.state).clone();
+    let (dataset, popularity, mut als) = blocking({
+        let (log, settings) = (Arc::clone(log), settings.clone());
+        move || -> Result<_, TrainError> {
+            let (dataset, popularity) = training_data(&log, window, &settings)?;
+            let als = match (settings.als, saved) {
+                (None, _) => None,
+                (Some(params), None) => Some(AlsTraining::start(&dataset, params)?),
+                (Some(params), Some(saved)) => Some(AlsTraining::resume(
+                    &dataset,
+                    params,
+                    saved.factors,
+                    saved.iteration,
+                )?),
+            };
+            Ok((dataset, popularity, als))
+        }
+    })
+    .await??;
+    if let Some(mut training) = als.take() {
+        let total = settings.als.as_ref().map_or(0, |p| p.iterations) as u64;
+        progress
+            .control
+            .report(fit.stage(), training.iteration() as u64, total);
+        while !training.is_done() {
+            training = blocking(move || {
+                training.step();
+                training
+            })
+            .await?;
+            *fit.als_slot(&mut progress.state) = Some(AlsProgress {
+                iteration: training.iteration(),
+                factors: training.factors().clone(),
+            });
+            progress
+                .control
+                .report(fit.stage(), training.iteration() as u64, total);
+            progress.unit_done(false).await?;
+        }
+        als = Some(training);
+    }
+    let params = settings.cooccurrence.clone();
+    blocking(move || -> Result<_, TrainError> {
+        let als = als.map(|training| training.finish(popularity.clone()));
+        let cooccurrence = CooccurrenceModel::fit(dataset, popularity.clone(), params)?;
+        Ok(FittedModels {
+            popularity,
+            cooccurrence,
+            als,
+        })
+    })
+    .await?
+}
+
+fn owned_metrics(metrics: Vec<(&'static str, EvalMetrics)>) -> Vec<(String, EvalMetrics)> {
+    metrics
+        .into_iter()
+        .map(|(name, m)| (name.to_owned(), m))
+        .collect()
+}
+
+/// Each fitted model with its hyperparameters and size, for the manifest.
+fn model_entries(models: &FittedModels, settings: &TrainSettings) -> Vec<ModelEntry> {
+    let mut entries = vec![
+        ModelEntry {
+            name: "popularity".into(),
+            params: serde_json::to_value(&settings.popularity).unwrap_or_default(),
+            stats: BTreeMap::from([("items".into(), models.popularity.ranked().len() as u64)]),
+        },
+        ModelEntry {
+            name: "cooccurrence".into(),
+            params: serde_json::to_value(&settings.cooccurrence).unwrap_or_default(),
+            stats: BTreeMap::from([(
+                "neighbour_pairs".into(),
+                models.cooccurrence.n_neighbour_pairs() as u64,
+            )]),
+        },
+    ];
+    if let Some(als) = &models.als {
+        entries.push(ModelEntry {
+            name: "als".into(),
+            params: serde_json::to_value(als.params()).unwrap_or_default(),
+            stats: BTreeMap::from([(
+                "factor_values".into(),
+                (als.factors().user.len() + als.factors().item.len()) as u64,
+            )]),
+        });
+    }
+    entries
 }
 
 /// Picks the model with the best backtest figure; co-occurrence (the personalised model) when
 /// there is no backtest to decide by or on a tie.
-fn choose_model(evaluations: &[DayEvaluation], metric: &str) -> (&'static str, String) {
+fn choose_model<'a>(evaluations: &'a [DayEvaluation], metric: &str) -> (&'a str, String) {
     let Some(DayEvaluation {
         test_day, metrics, ..
     }) = evaluations
@@ -255,7 +633,7 @@ fn choose_model(evaluations: &[DayEvaluation], metric: &str) -> (&'static str, S
                 .into(),
         );
     };
-    let mut best: Option<(&'static str, f64)> = None;
+    let mut best: Option<(&str, f64)> = None;
     for (name, m) in metrics {
         let value = m.get(metric).unwrap_or(0.0);
         let better = match best {
@@ -263,12 +641,12 @@ fn choose_model(evaluations: &[DayEvaluation], metric: &str) -> (&'static str, S
             Some((best_name, best_value)) => {
                 value > best_value
                     || (value == best_value
-                        && *name == "cooccurrence"
+                        && name == "cooccurrence"
                         && best_name != "cooccurrence")
             }
         };
         if better {
-            best = Some((name, value));
+            best = Some((name.as_str(), value));
         }
     }
     let (name, _) = best.unwrap_or(("cooccurrence", 0.0));
@@ -283,52 +661,81 @@ fn choose_model(evaluations: &[DayEvaluation], metric: &str) -> (&'static str, S
     )
 }
 
+/// Writes the lists in parts of `list_part_users` users, one checkpointed unit per part,
+/// skipping the parts a previous start already wrote.
 async fn write_lists(
     lake: &Lake,
     run_id: &str,
+    log: &Arc<ClickLog>,
+    models: &Arc<FittedModels>,
+    chosen: &str,
+    settings: &TrainSettings,
+    progress: &mut Progress<'_>,
+) -> Result<(), TrainError> {
+    let (top_k, part_users) = (settings.top_k, settings.list_part_users.max(1));
+    let dataset = models.dataset();
+    let users: Arc<Vec<u32>> = Arc::new(
+        (0..dataset.n_users() as u32)
+            .filter(|u| !dataset.user_items(*u).is_empty())
+            .collect(),
+    );
+    let total = users.len().div_ceil(part_users) as u64;
+    for index in progress.state.parts.len()..total as usize {
+        progress.control.report("lists", index as u64, total);
+        let lists = blocking({
+            let (log, models, users) = (Arc::clone(log), Arc::clone(models), Arc::clone(&users));
+            let chosen = chosen.to_owned();
+            move || {
+                let chunk = &users[index * part_users..((index + 1) * part_users).min(users.len())];
+                user_lists(&log, &models, &chosen, top_k, chunk)
+            }
+        })
+        .await?;
+        let batch = recs_to_batch(&lists).map_err(|e| TrainError::Internal(e.to_string()))?;
+        let name = format!("recs-{index:05}.parquet");
+        lake.write_run_table(run_id, &name, vec![batch.clone()])
+            .await?;
+        tracing::info!(part = %name, users = lists.len(), "wrote lists");
+        let state = &mut progress.state;
+        state.rows_written += batch.num_rows() as u64;
+        // Users whose list comes out empty (nothing left after exclusions) are not written.
+        state.users_written += lists.len() as u64;
+        state.parts.push(name);
+        progress.control.report("lists", index as u64 + 1, total);
+        progress.unit_done(false).await?;
+    }
+    Ok(())
+}
+
+/// The top-`top_k` lists of `users` by the `chosen` model, empty lists left out.
+fn user_lists(
     log: &ClickLog,
     models: &FittedModels,
     chosen: &str,
     top_k: usize,
-) -> Result<(u64, Vec<String>, u64), TrainError> {
+    users: &[u32],
+) -> Vec<UserRecs> {
     let dataset = models.dataset();
     let model: &dyn Recommender = match (chosen, &models.als) {
         ("popularity", _) => &models.popularity,
         ("als", Some(als)) => als,
         _ => &models.cooccurrence,
     };
-    let users: Vec<u32> = (0..dataset.n_users() as u32)
-        .filter(|u| !dataset.user_items(*u).is_empty())
-        .collect();
-    let mut parts = Vec::new();
-    let mut rows = 0u64;
-    // Users whose list comes out empty (nothing left after exclusions) are not written.
-    let mut written_users = 0u64;
-    for (index, chunk) in users.chunks(USERS_PER_PART).enumerate() {
-        let lists: Vec<UserRecs> = chunk
-            .par_iter()
-            .map(|&user| UserRecs {
-                user_id: log.users[user as usize].clone(),
-                items: model
-                    .recommend(user, top_k, dataset.user_items(user))
-                    .into_iter()
-                    .map(|scored| RankedArticle {
-                        article_id: log.items[scored.item as usize].clone(),
-                        score: scored.score,
-                    })
-                    .collect(),
-            })
-            .filter(|list| !list.items.is_empty())
-            .collect();
-        let batch = recs_to_batch(&lists).map_err(|e| TrainError::Internal(e.to_string()))?;
-        rows += batch.num_rows() as u64;
-        written_users += lists.len() as u64;
-        let name = format!("recs-{index:05}.parquet");
-        lake.write_run_table(run_id, &name, vec![batch]).await?;
-        tracing::info!(part = %name, users = lists.len(), "wrote lists");
-        parts.push(name);
-    }
-    Ok((written_users, parts, rows))
+    users
+        .par_iter()
+        .map(|&user| UserRecs {
+            user_id: log.users[user as usize].clone(),
+            items: model
+                .recommend(user, top_k, dataset.user_items(user))
+                .into_iter()
+                .map(|scored| RankedArticle {
+                    article_id: log.items[scored.item as usize].clone(),
+                    score: scored.score,
+                })
+                .collect(),
+        })
+        .filter(|list| !list.items.is_empty())
+        .collect()
 }
 
 fn elapsed_ms(since: Instant) -> u64 {

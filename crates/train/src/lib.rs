@@ -7,13 +7,17 @@
 //! D), and writes the lists of the model that scored best on the backtest. The models
 //! themselves are in `newsrec-model`; this crate is the I/O and orchestration around them.
 
+pub mod checkpoint;
 mod clicklog;
+mod control;
 mod evaluate;
 mod job;
 
+pub use checkpoint::CheckpointStore;
 pub use clicklog::ClickLog;
+pub use control::{ProgressFn, StopSignal, TrainProgress, peak_rss_bytes};
 pub use evaluate::{DayReport, EvalReport, MeanMetrics, evaluate_range};
-pub use job::{TrainRequest, train};
+pub use job::{ALS_FACTORS_OBJECT, JobControl, TrainRequest, train, train_with};
 
 use chrono::NaiveDate;
 use newsrec_lake::TimeWindow;
@@ -37,6 +41,8 @@ pub struct TrainSettings {
     pub cooccurrence: CooccurrenceParams,
     /// `None`: ALS is not fitted.
     pub als: Option<AlsParams>,
+    /// Users per `recs-NNNNN.parquet` part (one checkpointed unit of work each).
+    pub list_part_users: usize,
 }
 
 impl Default for TrainSettings {
@@ -50,6 +56,7 @@ impl Default for TrainSettings {
             popularity: PopularityParams::default(),
             cooccurrence: CooccurrenceParams::default(),
             als: Some(AlsParams::default()),
+            list_part_users: 50_000,
         }
     }
 }
@@ -77,6 +84,16 @@ pub enum TrainError {
     EmptyWindow { start: NaiveDate, end: NaiveDate },
     #[error("invalid setting: {0}")]
     Settings(String),
+    #[error("checkpoint {object} is unusable: {reason}")]
+    Checkpoint { object: String, reason: String },
+    #[error(
+        "the checkpoints in {location} belong to another request for run {run_id:?} (other day or settings); use a new --run-id, or delete that folder to start over"
+    )]
+    CheckpointMismatch { location: String, run_id: String },
+    #[error(
+        "interrupted ({reason}); progress is saved in {location}: run the same command with the same run id to resume"
+    )]
+    Interrupted { reason: String, location: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -164,4 +181,13 @@ pub fn test_set(log: &ClickLog, train: &Dataset, test_day: NaiveDate) -> TestSet
     let day = TimeWindow::days(test_day, test_day + chrono::Days::new(1));
     let test_clicks: Vec<(u32, u32)> = log.slice(day).iter().map(|c| (c.user, c.item)).collect();
     TestSet::build(train, &test_clicks)
+}
+
+/// Runs CPU-heavy or blocking work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, TrainError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join| TrainError::Internal(join.to_string()))
 }

@@ -143,11 +143,7 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
     let started = Instant::now();
     let manifest = train(
         node.lake(),
-        &TrainRequest {
-            date: serving_day,
-            run_id: run_id.clone(),
-            settings: train_settings(&config),
-        },
+        &TrainRequest::new(serving_day, run_id.clone(), train_settings(&config)),
     )
     .await?;
     println!("\ntrained in {:.1} s", started.elapsed().as_secs_f64());
@@ -159,6 +155,7 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
     let options = PublishOptions {
         batch_users: config.publish.batch_users,
         keep_generations: config.publish.keep_generations,
+        gate: super::publish::gate_mode(&config.publish, false),
     };
     let report = publish_run(node.lake(), &publisher, &run_id, options, &|_| {}).await?;
     println!(

@@ -90,13 +90,38 @@ pub fn init_logging(cli: &Cli) {
         .try_init();
 }
 
+/// The process exit code for a failed command: [`train::EXIT_INTERRUPTED`] (75) when a job
+/// stopped on a signal or spot notice after saving its progress, 124 when a `--spot` run spent
+/// its time budget, 1 otherwise.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if matches!(
+            cause.downcast_ref::<newsrec_train::TrainError>(),
+            Some(newsrec_train::TrainError::Interrupted { .. })
+        ) {
+            return train::EXIT_INTERRUPTED;
+        }
+        if cause.downcast_ref::<train::BudgetSpent>().is_some() {
+            return train::EXIT_BUDGET_SPENT;
+        }
+    }
+    1
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let load_config = || load_config(cli.config.as_deref());
     match cli.command {
         Command::Up(args) => up::run(load_config()?, &cli.data_dir, args).await,
         Command::Import(args) => import::run(&load_config()?, &cli.data_dir, args).await,
-        Command::Train(args) => train::run(&load_config()?, &cli.data_dir, args).await,
+        Command::Train(args) => {
+            let globals = train::Globals {
+                config: cli.config.clone(),
+                data_dir: cli.data_dir.clone(),
+                log: cli.log.clone(),
+            };
+            train::run(&load_config()?, &globals, args).await
+        }
         Command::Eval(args) => eval::run(&load_config()?, &cli.data_dir, args).await,
         Command::Publish(args) => publish::run(&load_config()?, &cli.data_dir, args).await,
         Command::Rollback => publish::rollback(&load_config()?, &cli.data_dir).await,

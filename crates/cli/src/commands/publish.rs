@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::bail;
-use newsrec_config::Config;
-use newsrec_publish::{PublishOptions, latest_run, publish_run};
+use newsrec_config::{Config, PublishConfig};
+use newsrec_publish::{GateMode, PublishOptions, latest_run, publish_run};
 
 use crate::{
     output::progress_bar,
@@ -18,6 +18,19 @@ pub struct PublishArgs {
     /// Publish the newest complete run
     #[arg(long, conflicts_with = "run_id")]
     pub latest: bool,
+    /// Publish even if the run scores worse than the served one beyond publish.gate_tolerance
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The quality gate as the config and `--force` set it.
+pub(crate) fn gate_mode(publish: &PublishConfig, force: bool) -> GateMode {
+    let tolerance = publish.gate_tolerance;
+    match (publish.gate, force) {
+        (false, _) => GateMode::Off,
+        (true, false) => GateMode::Enforce { tolerance },
+        (true, true) => GateMode::Force { tolerance },
+    }
 }
 
 pub async fn run(config: &Config, data_dir: &Path, args: PublishArgs) -> anyhow::Result<()> {
@@ -35,6 +48,7 @@ pub async fn run(config: &Config, data_dir: &Path, args: PublishArgs) -> anyhow:
     let options = PublishOptions {
         batch_users: config.publish.batch_users,
         keep_generations: config.publish.keep_generations,
+        gate: gate_mode(&config.publish, args.force),
     };
     let report = publish_run(&lake, store.as_ref(), &run_id, options, &|progress| {
         bar.set_length(progress.users_total);
@@ -42,6 +56,11 @@ pub async fn run(config: &Config, data_dir: &Path, args: PublishArgs) -> anyhow:
     })
     .await?;
     bar.finish_and_clear();
+    match &report.gate {
+        None => println!("quality gate off (publish.gate = false)"),
+        Some(gate) if gate.passed => println!("{gate}"),
+        Some(gate) => println!("{gate}; published anyway (--force)"),
+    }
     println!(
         "published run {} as generation {}: {} users in {:.2} s ({:.0} users/s){}",
         report.run_id,
