@@ -455,3 +455,60 @@ async fn the_spot_runner_honours_max_wait_and_its_report_adds_up() {
     assert!(stdout.contains("savings"), "{stdout}");
     assert!(setup.manifest("budgeted").execution.starts >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_as_a_sagemaker_training_container() {
+    let setup = Setup::new().await;
+    let model_dir = setup.data_dir().join("opt-ml-model");
+    let checkpoints = setup.data_dir().join("opt-ml-checkpoints");
+    // SageMaker's variables: the lake arrives as the `train` channel, the day as a (stringified)
+    // hyperparameter; no --date, no --data-dir lake. The checkpoint folder is moved off
+    // /opt/ml/checkpoints with NEWSREC_CHECKPOINT_DIR, as a job's CheckpointConfig.LocalPath would.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_newsrec"));
+    command
+        .args(["--data-dir"])
+        .arg(setup.data_dir().join("unused"))
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["--log", "warn", "train"])
+        .env("SM_CHANNEL_TRAIN", setup.data_dir().join("lake"))
+        .env("SM_MODEL_DIR", &model_dir)
+        .env(
+            "SM_HPS",
+            format!(r#"{{"date": "{SERVING_DAY}", "run_id": "sagemaker-1", "window_days": "5"}}"#),
+        )
+        .env("NEWSREC_CHECKPOINT_DIR", &checkpoints);
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let manifest: RunManifest =
+        serde_json::from_slice(&std::fs::read(model_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest.run_id, "sagemaker-1");
+    assert_eq!(
+        manifest.window.start, "2026-11-03",
+        "window_days from SM_HPS"
+    );
+    for part in &manifest.outputs.parts {
+        assert!(
+            model_dir.join(part).is_file(),
+            "{part} copied to SM_MODEL_DIR"
+        );
+    }
+    assert!(model_dir.join("als-factors.ckpt").is_file());
+    assert!(
+        !setup.data_dir().join("unused/lake/runs").exists(),
+        "the --data-dir lake is not used when the train channel is given"
+    );
+
+    // A bad hyperparameter is named.
+    let output = Command::new(env!("CARGO_BIN_EXE_newsrec"))
+        .args(["--data-dir"])
+        .arg(setup.data_dir())
+        .args(["--log", "warn", "train"])
+        .env("SM_MODEL_DIR", &model_dir)
+        .env("SM_HPS", r#"{"date": "yesterday"}"#)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("hyperparameter date"), "{stderr}");
+}

@@ -9,7 +9,8 @@ pub struct ScoredItem {
     pub score: f32,
 }
 
-fn better(a: &ScoredItem, b: &ScoredItem) -> std::cmp::Ordering {
+/// The ranking order: `Less` when `a` ranks before `b`.
+pub(crate) fn better(a: &ScoredItem, b: &ScoredItem) -> std::cmp::Ordering {
     b.score.total_cmp(&a.score).then(a.item.cmp(&b.item))
 }
 
