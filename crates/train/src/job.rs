@@ -21,7 +21,7 @@ use newsrec_lake::{
     },
     recs::{RankedArticle, UserRecs, fallback_to_batch, recs_to_batch, similar_to_batch},
 };
-use newsrec_model::{AlsTraining, CooccurrenceModel, EvalMetrics, Recommender};
+use newsrec_model::{AlsFactors, AlsTraining, CooccurrenceModel, EvalMetrics, Recommender};
 use rayon::prelude::*;
 
 use crate::{
@@ -260,28 +260,30 @@ pub async fn train_with(
     let factors_path = newsrec_lake::layout::run_object_path(&request.run_id, ALS_FACTORS_OBJECT);
     if let Some(digest) = progress.state.serve_factors.clone() {
         // The served ALS finished in an earlier start; its factors are the run's model object.
-        let bytes = lake.get_object(&factors_path).await?;
-        let object = factors_path.to_string();
-        let factors = blocking(move || {
-            let found = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
-            if found != digest {
-                return Err(TrainError::Checkpoint {
-                    object: object.clone(),
-                    reason: format!("digest {found}, the checkpoint recorded {digest}"),
-                });
+        match load_factors(lake, &factors_path, digest).await {
+            Ok(factors) => {
+                let iteration = settings.als.as_ref().map_or(0, |p| p.iterations);
+                progress.state.serve_als = Some(AlsProgress { iteration, factors });
             }
-            decode_als_model(&object, &bytes)
-        })
-        .await??;
-        let iteration = settings.als.as_ref().map_or(0, |p| p.iterations);
-        progress.state.serve_als = Some(AlsProgress { iteration, factors });
+            Err(TrainError::Checkpoint { object, reason }) => {
+                // Refitting is deterministic, so a damaged or missing object costs only time.
+                tracing::warn!(object, reason, "refitting the served ALS");
+                progress.state.serve_factors = None;
+            }
+            Err(other) => return Err(other),
+        }
     }
     let models = Arc::new(fit_models(&log, window, settings, Fit::Serve, &mut progress).await?);
     if let (Some(als), None) = (&models.als, &progress.state.serve_factors) {
         // Written once, as soon as the fit ends: the run's model object, and what later
         // checkpoints point at instead of carrying the factors along.
-        let bytes = encode_als_model(als.factors())?;
-        let digest = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+        let factors = als.factors().clone();
+        let (bytes, digest) = blocking(move || -> Result<_, TrainError> {
+            let bytes = encode_als_model(&factors)?;
+            let digest = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+            Ok((bytes, digest))
+        })
+        .await??;
         lake.put_object(&factors_path, bytes).await?;
         progress.state.serve_factors = Some(digest);
         progress.state.serve_als = None;
@@ -508,6 +510,37 @@ async fn resume_or_read(
     let log = Arc::new(ClickLog::read(lake, span).await?);
     let digest = store.save_dataset(&log, fingerprint).await?;
     Ok((log, fresh_state(fingerprint, digest), None))
+}
+
+/// The served ALS factors a previous start wrote, checked against the digest its state
+/// recorded; a missing, altered or undecodable object is a [`TrainError::Checkpoint`].
+async fn load_factors(
+    lake: &Lake,
+    path: &newsrec_lake::ObjectPath,
+    digest: String,
+) -> Result<AlsFactors, TrainError> {
+    let object = path.to_string();
+    let bytes = match lake.get_object(path).await {
+        Ok(bytes) => bytes,
+        Err(error) if error.is_not_found() => {
+            return Err(TrainError::Checkpoint {
+                object,
+                reason: "missing".into(),
+            });
+        }
+        Err(error) => return Err(error.into()),
+    };
+    blocking(move || {
+        let found = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+        if found != digest {
+            return Err(TrainError::Checkpoint {
+                object,
+                reason: format!("digest {found}, the checkpoint recorded {digest}"),
+            });
+        }
+        decode_als_model(&object, &bytes)
+    })
+    .await?
 }
 
 fn fresh_state(fingerprint: &str, dataset_digest: String) -> RunState {

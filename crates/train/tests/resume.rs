@@ -193,3 +193,25 @@ async fn checkpoints_of_another_request_are_refused() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_served_factors_are_refitted_to_the_same_bytes() {
+    let (lake, day) = lake_with_clicks().await;
+    train(&lake, &TrainRequest::new(day, "reference", settings()))
+        .await
+        .unwrap();
+    let request = TrainRequest::new(day, "refit", settings());
+    let error = train_with(&lake, &request, &stop_at("lists", 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, TrainError::Interrupted { .. }), "{error}");
+    let factors = ObjectPath::from("runs/refit/als-factors.ckpt");
+    let mut bytes = lake.get_object(&factors).await.unwrap().to_vec();
+    bytes[100] ^= 1;
+    lake.put_object(&factors, bytes).await.unwrap();
+    train(&lake, &request).await.unwrap();
+    assert_eq!(
+        run_objects(&lake, "refit").await,
+        run_objects(&lake, "reference").await
+    );
+}
