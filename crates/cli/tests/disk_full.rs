@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use newsrec_lake::{EventColumns, Lake, TimeWindow};
+use newsrec_lake::Lake;
 
 /// Unmounts when dropped, so a failing test does not leave a mount behind.
 struct Tmpfs {
@@ -84,18 +84,7 @@ fn fill(dir: &Path, leave: u64) -> std::path::PathBuf {
 }
 
 async fn lake_ids(lake_dir: &Path) -> HashMap<String, usize> {
-    let lake = Lake::open(lake_dir.to_str().unwrap()).unwrap();
-    let window = TimeWindow {
-        start_ms: 946_684_800_000,
-        end_ms: 4_102_444_800_000,
-    };
-    let mut counts = HashMap::new();
-    for batch in lake.read_events(window, EventColumns::All).await.unwrap() {
-        for event in newsrec_event::events_from_batch(&batch).unwrap() {
-            *counts.entry(event.event_id).or_insert(0) += 1;
-        }
-    }
-    counts
+    newsrec_testkit::lake_event_ids(&Lake::open(lake_dir.to_str().unwrap()).unwrap()).await
 }
 
 fn start_node(data_dir: &Path, lake_dir: &Path, port: u16) -> Child {

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use newsrec_cli::node::{Node, NodeOptions};
 use newsrec_config::{AckSetting, Config};
-use newsrec_lake::{EventColumns, TimeWindow};
 use serde_json::Value;
 
 async fn start() -> (Node, tempfile::TempDir) {
@@ -30,22 +29,7 @@ async fn start() -> (Node, tempfile::TempDir) {
 }
 
 async fn lake_ids(node: &Node) -> HashMap<String, usize> {
-    let window = TimeWindow {
-        start_ms: 946_684_800_000,
-        end_ms: 4_102_444_800_000,
-    };
-    let mut ids = HashMap::new();
-    for batch in node
-        .lake()
-        .read_events(window, EventColumns::All)
-        .await
-        .unwrap()
-    {
-        for event in newsrec_event::events_from_batch(&batch).unwrap() {
-            *ids.entry(event.event_id).or_insert(0) += 1;
-        }
-    }
-    ids
+    newsrec_testkit::lake_event_ids(node.lake()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

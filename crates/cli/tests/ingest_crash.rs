@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use newsrec_lake::{EventColumns, Lake, TimeWindow};
+use newsrec_lake::Lake;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 fn free_port() -> u16 {
@@ -57,18 +57,7 @@ async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
 
 /// Event ids in the lake, with how often each occurs.
 async fn lake_ids(dir: &Path) -> HashMap<String, usize> {
-    let lake = Lake::open(dir.join("lake").to_str().unwrap()).unwrap();
-    let window = TimeWindow {
-        start_ms: 946_684_800_000,
-        end_ms: 4_102_444_800_000,
-    };
-    let mut counts = HashMap::new();
-    for batch in lake.read_events(window, EventColumns::All).await.unwrap() {
-        for event in newsrec_event::events_from_batch(&batch).unwrap() {
-            *counts.entry(event.event_id).or_insert(0) += 1;
-        }
-    }
-    counts
+    newsrec_testkit::lake_event_ids(&Lake::open(dir.join("lake").to_str().unwrap()).unwrap()).await
 }
 
 /// One trial: returns (acked events, events found for unacked requests).

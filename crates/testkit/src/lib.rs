@@ -88,6 +88,29 @@ pub async fn fill_lake(
     Ok(synthetic)
 }
 
+/// How many times each event id occurs among all the lake's events (any time), for tests that
+/// check "every acknowledged event exactly once".
+///
+/// # Panics
+/// On an unreadable lake: this is test support.
+pub async fn lake_event_ids(lake: &newsrec_lake::Lake) -> std::collections::HashMap<String, usize> {
+    let all_time = newsrec_lake::TimeWindow {
+        start_ms: 946_684_800_000,
+        end_ms: 4_102_444_800_000,
+    };
+    let mut counts = std::collections::HashMap::new();
+    let batches = lake
+        .read_events(all_time, newsrec_lake::EventColumns::All)
+        .await
+        .expect("reading the lake");
+    for batch in batches {
+        for event in newsrec_event::events_from_batch(&batch).expect("decoding lake events") {
+            *counts.entry(event.event_id).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
 /// Generates the stream for `config`.
 pub fn generate(config: &SynthConfig) -> Synthetic {
     let mut rng = SmallRng::seed_from_u64(config.seed);
