@@ -46,14 +46,6 @@ impl Drop for Tmpfs {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn body(request: usize) -> (String, Vec<String>) {
     let mut ids = Vec::new();
     let mut body = String::new();
@@ -68,6 +60,19 @@ fn body(request: usize) -> (String, Vec<String>) {
         ids.push(id);
     }
     (body, ids)
+}
+
+/// Posts request number `request`: its status, reply text and event ids.
+async fn post(client: &reqwest::Client, base: &str, request: usize) -> (u16, String, Vec<String>) {
+    let (body, ids) = body(request);
+    let response = client
+        .post(format!("{base}/v1/events"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap(), ids)
 }
 
 /// Fills the file system at `dir` with a ballast file, leaving about `leave` bytes free.
@@ -110,7 +115,7 @@ async fn a_full_log_disk_answers_507_and_loses_nothing_acknowledged() {
     }
     let tmpfs = Tmpfs::mount("16m");
     let lake_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = newsrec_testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let mut child = start_node(tmpfs.path(), lake_dir.path(), port);
@@ -133,26 +138,16 @@ async fn a_full_log_disk_answers_507_and_loses_nothing_acknowledged() {
     // Post until the disk is full and a few refusals more.
     while refusals < 3 {
         assert!(request < 2_000, "the disk never filled");
-        let (body, ids) = body(request);
+        let (status, text, ids) = post(&client, &base, request).await;
         request += 1;
-        let response = client
-            .post(format!("{base}/v1/events"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        match response.status().as_u16() {
+        match status {
             200 => acked.extend(ids),
             507 => {
-                let text = response.text().await.unwrap();
                 assert!(text.contains("error"), "{text}");
                 refusals += 1;
                 refused.extend(ids);
             }
-            other => panic!(
-                "unexpected status {other}: {}",
-                response.text().await.unwrap()
-            ),
+            other => panic!("unexpected status {other}: {text}"),
         }
     }
     assert!(
@@ -163,15 +158,9 @@ async fn a_full_log_disk_answers_507_and_loses_nothing_acknowledged() {
     // Space comes back: the same node takes events again.
     std::fs::remove_file(&ballast).unwrap();
     for _ in 0..3 {
-        let (body, ids) = body(request);
+        let (status, text, ids) = post(&client, &base, request).await;
         request += 1;
-        let response = client
-            .post(format!("{base}/v1/events"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        assert_eq!(status, 200, "{text}");
         acked.extend(ids);
     }
 

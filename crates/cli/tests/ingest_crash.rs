@@ -14,14 +14,6 @@ use std::{
 use newsrec_lake::Lake;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_node(dir: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_newsrec"))
         .args(["up", "--listen", &format!("127.0.0.1:{port}")])
@@ -63,7 +55,7 @@ async fn lake_ids(dir: &Path) -> HashMap<String, usize> {
 /// One trial: returns (acked events, events found for unacked requests).
 async fn trial(trial: u64) -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = newsrec_testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let mut child = start_node(dir.path(), port);

@@ -1,11 +1,11 @@
 //! The publish quality gate from the command line: a good run is published, a clearly worse one
 //! is refused with both figures and the way out, and `--force` publishes it.
 
-use std::{collections::BTreeMap, path::Path, process::Output};
+use std::{path::Path, process::Output};
 
 use newsrec_kv::{EmbeddedStore, RecStore};
-use newsrec_lake::{Lake, manifest::Evaluation};
-use newsrec_testkit::runs::{RunSpec, write_run};
+use newsrec_lake::Lake;
+use newsrec_testkit::runs::write_scored_run;
 
 fn publish(data_dir: &Path, args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_newsrec"))
@@ -19,27 +19,6 @@ fn publish(data_dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// A complete run whose chosen model scored `ndcg` in its backtest.
-async fn write_scored_run(lake: &Lake, run_id: &str, ndcg: f64) {
-    let spec = RunSpec {
-        run_id,
-        users: 10,
-        items: 2,
-        promised_users: 10,
-    };
-    let mut manifest = write_run(lake, &spec).await.unwrap();
-    manifest.config = serde_json::json!({"select_metric": "ndcg@10"});
-    manifest.evaluations = vec![Evaluation {
-        role: "backtest".into(),
-        test_date: "2026-11-21".into(),
-        metrics: BTreeMap::from([(
-            manifest.chosen_model.clone(),
-            serde_json::json!({"hr@10": 0.4, "recall@10": 0.3, "ndcg@10": ndcg, "users": 10}),
-        )]),
-    }];
-    lake.write_manifest(run_id, &manifest).await.unwrap();
-}
-
 async fn served_run(kv: &Path) -> String {
     let store = EmbeddedStore::open(kv).unwrap();
     store.current().await.unwrap().unwrap().run_id
@@ -49,8 +28,8 @@ async fn served_run(kv: &Path) -> String {
 async fn a_worse_run_is_refused_until_forced() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
-    write_scored_run(&lake, "good", 0.20).await;
-    write_scored_run(&lake, "worse", 0.10).await;
+    write_scored_run(&lake, "good", 10, 0.20).await.unwrap();
+    write_scored_run(&lake, "worse", 10, 0.10).await.unwrap();
     let kv = dir.path().join("kv");
 
     let first = publish(dir.path(), &["good"]);

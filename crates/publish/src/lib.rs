@@ -321,38 +321,15 @@ pub async fn publish_run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     use newsrec_kv::EmbeddedStore;
-    use newsrec_lake::manifest::Evaluation;
-    use newsrec_testkit::runs::{RunSpec, write_run};
+    use newsrec_testkit::runs::{RunSpec, write_run, write_scored_run};
 
     const OPTIONS: PublishOptions = PublishOptions {
         batch_users: 2,
         keep_generations: 1,
         gate: GateMode::Enforce { tolerance: 0.05 },
     };
-
-    /// Writes a complete run whose chosen model scored `ndcg` in its backtest.
-    async fn write_scored_run(lake: &Lake, run_id: &str, ndcg: f64) {
-        let spec = RunSpec {
-            run_id,
-            users: 3,
-            items: 1,
-            promised_users: 3,
-        };
-        let mut manifest = write_run(lake, &spec).await.unwrap();
-        manifest.config = serde_json::json!({"select_metric": "ndcg@10"});
-        manifest.evaluations = vec![Evaluation {
-            role: "backtest".into(),
-            test_date: "2026-11-21".into(),
-            metrics: BTreeMap::from([(
-                manifest.chosen_model.clone(),
-                serde_json::json!({"hr@10": 0.5, "ndcg@10": ndcg, "users": 3}),
-            )]),
-        }];
-        lake.write_manifest(run_id, &manifest).await.unwrap();
-    }
 
     #[tokio::test]
     async fn publishes_and_a_short_run_never_replaces_the_served_one() {
@@ -412,8 +389,8 @@ mod tests {
         let lake = Lake::open("memory://").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        write_scored_run(&lake, "good", 0.20).await;
-        write_scored_run(&lake, "worse", 0.10).await;
+        write_scored_run(&lake, "good", 3, 0.20).await.unwrap();
+        write_scored_run(&lake, "worse", 3, 0.10).await.unwrap();
 
         let first = publish_run(&lake, &store, "good", OPTIONS, &|_| {})
             .await
@@ -460,7 +437,9 @@ mod tests {
         // A served run that is not in the lake (cleaned up; here another lake) compares with
         // nothing, and the gate off compares not at all.
         let other_lake = Lake::open("memory://").unwrap();
-        write_scored_run(&other_lake, "again", 0.01).await;
+        write_scored_run(&other_lake, "again", 3, 0.01)
+            .await
+            .unwrap();
         let report = publish_run(&other_lake, &store, "again", OPTIONS, &|_| {})
             .await
             .unwrap();

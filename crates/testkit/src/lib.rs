@@ -88,6 +88,17 @@ pub async fn fill_lake(
     Ok(synthetic)
 }
 
+/// A loopback port free at the time of asking, for tests that start a node in a child process.
+///
+/// # Panics
+/// When no port can be bound: this is test support.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("binding a loopback port")
+        .port()
+}
+
 /// How many times each event id occurs among all the lake's events (any time), for tests that
 /// check "every acknowledged event exactly once".
 ///

@@ -1,9 +1,13 @@
 //! Training runs written straight into a lake, for tests of `publish` and the serving path that
 //! need a run of a given shape without training one.
 
+use std::collections::BTreeMap;
+
 use newsrec_lake::{
     Lake, LakeError,
-    manifest::{DataCounts, DataWindow, MANIFEST_VERSION, RunManifest, RunOutputs, Timings},
+    manifest::{
+        DataCounts, DataWindow, Evaluation, MANIFEST_VERSION, RunManifest, RunOutputs, Timings,
+    },
     recs::{RankedArticle, UserRecs, fallback_to_batch, recs_to_batch},
 };
 
@@ -92,6 +96,34 @@ pub async fn write_run(lake: &Lake, spec: &RunSpec<'_>) -> Result<RunManifest, L
         timings: Timings::default(),
         execution: Default::default(),
     };
+    lake.write_manifest(run_id, &manifest).await?;
+    Ok(manifest)
+}
+
+/// Writes a complete run (`users` users, one article each) whose chosen model scored `ndcg`
+/// on NDCG@10, its `select_metric`, in the backtest: what the publish gate compares.
+pub async fn write_scored_run(
+    lake: &Lake,
+    run_id: &str,
+    users: usize,
+    ndcg: f64,
+) -> Result<RunManifest, LakeError> {
+    let spec = RunSpec {
+        run_id,
+        users,
+        items: 1,
+        promised_users: users as u64,
+    };
+    let mut manifest = write_run(lake, &spec).await?;
+    manifest.config = serde_json::json!({"select_metric": "ndcg@10"});
+    manifest.evaluations = vec![Evaluation {
+        role: "backtest".into(),
+        test_date: "2026-11-21".into(),
+        metrics: BTreeMap::from([(
+            manifest.chosen_model.clone(),
+            serde_json::json!({"hr@10": 0.5, "recall@10": 0.3, "ndcg@10": ndcg, "users": users}),
+        )]),
+    }];
     lake.write_manifest(run_id, &manifest).await?;
     Ok(manifest)
 }
