@@ -8,6 +8,8 @@ use newsrec_config::Config;
 use newsrec_kv::{DynamoStore, EmbeddedStore, RecStore, RedisStore};
 use newsrec_lake::Lake;
 use newsrec_model::{AlsParams, Blend, CooccurrenceParams, PopularityParams, Similarity};
+use newsrec_serve::Blend as ServeBlend;
+use newsrec_signals::{CoVisitLimits, HistoryLimits, SignalSettings, TrendingLimits};
 use newsrec_train::TrainSettings;
 
 /// The lake of this node: `lake.uri`, or `<data-dir>/lake`.
@@ -89,6 +91,48 @@ pub fn train_settings(config: &Config) -> TrainSettings {
             popularity_weight: train.als.popularity_weight,
         }),
         list_part_users: train.list_part_users,
+    }
+}
+
+/// The real-time signals' bounds from `[signals]` and the read history keys of `[serve]`.
+pub fn signal_settings(config: &Config) -> SignalSettings {
+    let signals = &config.signals;
+    let minutes = |m: u32| i64::from(m) * 60_000;
+    SignalSettings {
+        trending: TrendingLimits {
+            half_life_ms: minutes(signals.trending_half_life_min),
+            max_articles: signals.trending_max_articles,
+            snapshot_len: signals.trending_snapshot,
+            refresh_ms: signals.refresh_ms as i64,
+        },
+        covisit: CoVisitLimits {
+            half_life_ms: minutes(signals.covisit_half_life_min),
+            window_ms: minutes(signals.covisit_window_min),
+            lookback: signals.covisit_lookback,
+            backward_weight: signals.covisit_backward_weight,
+            max_neighbours: signals.covisit_max_neighbours,
+            max_articles: signals.covisit_max_articles,
+        },
+        reads: HistoryLimits {
+            max_users: config.serve.history_max_users,
+            max_reads_per_user: config.serve.history_reads_per_user,
+            ttl_ms: i64::from(config.serve.history_ttl_hours) * 3_600_000,
+        },
+        max_lateness_ms: signals.max_lateness_s as i64 * 1000,
+    }
+}
+
+/// The serving blend from `[serve.blend]`.
+pub fn blend(config: &Config) -> ServeBlend {
+    let blend = &config.serve.blend;
+    ServeBlend {
+        daily_weight: blend.daily_weight,
+        trending_weight: blend.trending_weight,
+        covisit_weight: blend.covisit_weight,
+        covisit_prior: blend.covisit_prior,
+        trending_candidates: blend.trending_candidates,
+        covisit_seeds: blend.covisit_seeds,
+        covisit_candidates: blend.covisit_candidates,
     }
 }
 

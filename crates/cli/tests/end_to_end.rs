@@ -26,6 +26,7 @@ async fn clicks_in_recommendations_out() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let node = Node::start(
         NodeOptions {
+            role: newsrec_cli::node::Role::All,
             config: config.clone(),
             data_dir: dir.path().to_owned(),
             metrics: None,
@@ -138,10 +139,10 @@ async fn clicks_in_recommendations_out() {
             .collect()
     };
     let stranger = get("nobody-we-know").await;
-    assert_eq!(stranger["source"], "fallback");
+    assert_eq!(stranger["source"], "fallback", "{stranger}");
     assert_eq!(ids(&stranger).len(), 10);
     let reader = get("user0").await;
-    assert_eq!(reader["source"], "personalized", "{reader}");
+    assert_eq!(reader["source"], "daily", "{reader}");
     assert_eq!(reader["generation"].as_u64(), Some(report.generation));
     assert_eq!(ids(&reader).len(), 10);
     assert_ne!(
@@ -219,6 +220,7 @@ async fn write_keys_cors_and_openapi_on_a_node() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let node = Node::start(
         NodeOptions {
+            role: newsrec_cli::node::Role::All,
             config,
             data_dir: dir.path().to_owned(),
             metrics: None,

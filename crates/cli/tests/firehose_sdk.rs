@@ -17,6 +17,7 @@ async fn start() -> (Node, tempfile::TempDir) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let node = Node::start(
         NodeOptions {
+            role: newsrec_cli::node::Role::All,
             config,
             data_dir: dir.path().to_owned(),
             metrics: None,

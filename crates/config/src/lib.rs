@@ -21,7 +21,7 @@ pub const CONFIG_VERSION: u32 = 1;
 
 /// Top-level keys; environment variables outside these are not config (e.g. test settings).
 const SECTIONS: &[&str] = &[
-    "version", "node_id", "lake", "ingest", "train", "publish", "serve", "kv",
+    "version", "node_id", "lake", "ingest", "train", "publish", "serve", "signals", "kv",
 ];
 
 /// The whole node configuration.
@@ -36,6 +36,7 @@ pub struct Config {
     pub train: TrainConfig,
     pub publish: PublishConfig,
     pub serve: ServeConfig,
+    pub signals: SignalsConfig,
     pub kv: KvConfig,
 }
 
@@ -236,6 +237,97 @@ pub struct ServeConfig {
     pub history_reads_per_user: usize,
     /// How long a read is remembered, hours of event time.
     pub history_ttl_hours: u32,
+    pub blend: BlendConfig,
+}
+
+/// How a list blends the daily model with the real-time signals (`docs/signals.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlendConfig {
+    /// α: share of the score from the daily list, 0..=1.
+    pub daily_weight: f64,
+    /// Scales trending; 0 turns it off.
+    pub trending_weight: f64,
+    /// Scales co-visitation evidence; 0 turns it off.
+    pub covisit_weight: f64,
+    /// κ: co-visitation evidence (decayed clicks) that weighs as much as trending.
+    pub covisit_prior: f64,
+    /// Top trending articles considered per request.
+    pub trending_candidates: usize,
+    /// The user's newest reads whose co-visited neighbours are candidates.
+    pub covisit_seeds: usize,
+    /// Neighbours taken per seed.
+    pub covisit_candidates: usize,
+}
+
+impl Default for BlendConfig {
+    fn default() -> Self {
+        BlendConfig {
+            daily_weight: 0.02,
+            trending_weight: 1.0,
+            covisit_weight: 1.0,
+            covisit_prior: 5.0,
+            trending_candidates: 100,
+            covisit_seeds: 3,
+            covisit_candidates: 30,
+        }
+    }
+}
+
+/// Real-time signals fed by ingest: trending, co-visitation, and where they are shared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalsConfig {
+    /// Half-life of an article's click count, minutes of event time.
+    pub trending_half_life_min: u32,
+    /// Articles whose counts are kept.
+    pub trending_max_articles: usize,
+    /// Articles in the ranked trending snapshot.
+    pub trending_snapshot: usize,
+    /// The snapshot is re-ranked after this many ms (event or wall time) once clicks arrived.
+    pub refresh_ms: u64,
+    /// Half-life of a co-visitation edge, minutes.
+    pub covisit_half_life_min: u32,
+    /// A read links to the reader's earlier reads within this many minutes...
+    pub covisit_window_min: u32,
+    /// ...at most this many of them.
+    pub covisit_lookback: usize,
+    /// Weight of the backward edge B → A when A was read before B (the forward edge counts 1).
+    pub covisit_backward_weight: f64,
+    /// Neighbours kept per article (the weakest makes way).
+    pub covisit_max_neighbours: usize,
+    /// Articles with neighbours kept.
+    pub covisit_max_articles: usize,
+    /// Clicks this far behind the newest event time are not counted (they still reach the lake).
+    pub max_lateness_s: u64,
+    /// Empty: signals live in this node, fed by its own ingest. `redis://host:port`: ingest nodes
+    /// publish acked clicks to a Redis stream and serving nodes consume it (split roles).
+    pub share: String,
+    /// The Redis stream name.
+    pub share_stream: String,
+    /// Entries the stream retains (approximate): a serving node that starts replays them.
+    pub share_max_len: u64,
+}
+
+impl Default for SignalsConfig {
+    fn default() -> Self {
+        SignalsConfig {
+            trending_half_life_min: 60,
+            trending_max_articles: 200_000,
+            trending_snapshot: 200,
+            refresh_ms: 250,
+            covisit_half_life_min: 20,
+            covisit_window_min: 30,
+            covisit_lookback: 3,
+            covisit_backward_weight: 0.0,
+            covisit_max_neighbours: 50,
+            covisit_max_articles: 200_000,
+            max_lateness_s: 3_600,
+            share: String::new(),
+            share_stream: "newsrec:clicks".into(),
+            share_max_len: 1_000_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -255,6 +347,7 @@ impl Default for Config {
             train: TrainConfig::default(),
             publish: PublishConfig::default(),
             serve: ServeConfig::default(),
+            signals: SignalsConfig::default(),
             kv: KvConfig::default(),
         }
     }
@@ -357,6 +450,7 @@ impl Default for ServeConfig {
             history_max_users: 1_000_000,
             history_reads_per_user: 100,
             history_ttl_hours: 48,
+            blend: BlendConfig::default(),
         }
     }
 }
@@ -414,6 +508,102 @@ impl Config {
     }
 
     /// Range-checks every value.
+    fn validate_signals(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let signals = &self.signals;
+        for (key, minutes) in [
+            (
+                "signals.trending_half_life_min",
+                signals.trending_half_life_min,
+            ),
+            (
+                "signals.covisit_half_life_min",
+                signals.covisit_half_life_min,
+            ),
+            ("signals.covisit_window_min", signals.covisit_window_min),
+        ] {
+            if !(1..=10_080).contains(&minutes) {
+                return invalid(key, format!("must be 1..=10080 minutes, got {minutes}"));
+            }
+        }
+        for (key, count) in [
+            (
+                "signals.trending_max_articles",
+                signals.trending_max_articles,
+            ),
+            ("signals.trending_snapshot", signals.trending_snapshot),
+            (
+                "signals.covisit_max_neighbours",
+                signals.covisit_max_neighbours,
+            ),
+            ("signals.covisit_max_articles", signals.covisit_max_articles),
+            ("signals.covisit_lookback", signals.covisit_lookback),
+        ] {
+            if !(1..=100_000_000).contains(&count) {
+                return invalid(key, format!("must be 1..=100000000, got {count}"));
+            }
+        }
+        if !(0.0..=10.0).contains(&signals.covisit_backward_weight) {
+            return invalid(
+                "signals.covisit_backward_weight",
+                format!("must be 0..=10, got {}", signals.covisit_backward_weight),
+            );
+        }
+        if !signals.share.is_empty()
+            && !signals.share.starts_with("redis://")
+            && !signals.share.starts_with("rediss://")
+        {
+            return invalid(
+                "signals.share",
+                format!("must be empty or a redis:// URL, got {:?}", signals.share),
+            );
+        }
+        if signals.share_stream.is_empty() || signals.share_max_len == 0 {
+            return invalid(
+                "signals.share_stream",
+                "the stream needs a name and share_max_len >= 1".into(),
+            );
+        }
+        let blend = &self.serve.blend;
+        if !(0.0..=1.0).contains(&blend.daily_weight) {
+            return invalid(
+                "serve.blend.daily_weight",
+                format!("must be 0..=1, got {}", blend.daily_weight),
+            );
+        }
+        for (key, weight) in [
+            ("serve.blend.trending_weight", blend.trending_weight),
+            ("serve.blend.covisit_weight", blend.covisit_weight),
+            ("serve.blend.covisit_prior", blend.covisit_prior),
+        ] {
+            if !(weight.is_finite() && (0.0..=1000.0).contains(&weight)) {
+                return invalid(key, format!("must be 0..=1000, got {weight}"));
+            }
+        }
+        if blend.covisit_weight > 0.0 && blend.trending_weight > 0.0 && blend.covisit_prior <= 0.0 {
+            return invalid(
+                "serve.blend.covisit_prior",
+                "must be > 0 when trending and co-visitation are both on".into(),
+            );
+        }
+        if blend.daily_weight + blend.trending_weight + blend.covisit_weight <= 0.0 {
+            return invalid(
+                "serve.blend",
+                "at least one of daily_weight, trending_weight, covisit_weight must be > 0".into(),
+            );
+        }
+        if blend.trending_candidates > 10_000
+            || blend.covisit_seeds > 100
+            || blend.covisit_candidates > 10_000
+        {
+            return invalid(
+                "serve.blend",
+                "trending_candidates and covisit_candidates at most 10000, covisit_seeds at most 100".into(),
+            );
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         if self.version != CONFIG_VERSION {
@@ -474,6 +664,7 @@ impl Config {
                 ),
             );
         }
+        self.validate_signals()?;
         let train = &self.train;
         if !(1..=365).contains(&train.window_days) {
             return invalid(

@@ -8,8 +8,10 @@
 
 pub mod articles;
 pub mod auth;
-pub mod history;
+pub mod blend;
 pub mod shed;
+
+pub use blend::Blend;
 
 use std::{
     collections::HashSet,
@@ -25,6 +27,7 @@ use axum::{
     routing::get,
 };
 use newsrec_kv::{Generation, KvError, RecStore};
+use newsrec_signals::Signals;
 use serde::{Deserialize, Serialize};
 
 /// Renders the Prometheus exposition text.
@@ -42,8 +45,11 @@ pub struct ServeState {
     pub default_k: usize,
     pub max_k: usize,
     pub metrics: Option<MetricsRender>,
-    /// This node's view of recent reads (from its own ingest), filtered out of every list.
-    pub history: Option<Arc<history::ReadHistory>>,
+    /// Real-time signals (trending, co-visitation, recent reads) fed by ingest; recent reads
+    /// are filtered out of every list.
+    pub signals: Option<Arc<Signals>>,
+    /// How lists blend the daily list with the signals.
+    pub blend: Blend,
     /// Article metadata: expired articles are never served; newest articles end the fallback chain.
     pub articles: Option<Arc<articles::ArticleRegistry>>,
 }
@@ -71,7 +77,12 @@ impl std::fmt::Debug for ServeState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
-    Personalized,
+    /// The user's list from the daily model.
+    Daily,
+    /// Clicked most right now (decayed clicks).
+    Trending,
+    /// Read next by readers of the user's last reads.
+    Covisit,
     /// The generation's decayed-popularity list.
     Fallback,
     /// Newest registered articles, when both lists run short.
@@ -92,7 +103,7 @@ pub struct Item {
 pub struct Recommendations {
     pub user_id: String,
     pub generation: Generation,
-    /// `personalized` when the user has a list in this generation, else `fallback`.
+    /// `daily` when the user has a list in this generation, else `fallback`.
     pub source: Source,
     pub items: Vec<Item>,
 }
@@ -213,10 +224,7 @@ async fn similar_articles(
             "no similar articles known for {article_id:?} in the current generation"
         )));
     };
-    let now_ms = state
-        .history
-        .as_ref()
-        .map_or(0, |history| history.watermark_ms());
+    let now_ms = state.signals.as_ref().map_or(0, |s| s.watermark_ms());
     let items = list
         .items
         .into_iter()
@@ -410,7 +418,7 @@ async fn recommendations(
             state.max_k
         )));
     }
-    let mut exclude: HashSet<&str> = query
+    let exclude: Vec<&str> = query
         .exclude
         .as_deref()
         .unwrap_or("")
@@ -423,109 +431,149 @@ async fn recommendations(
             exclude.len()
         )));
     }
-    // Articles read since the last training are not in the list's exclusions yet.
-    let recent_reads = state
-        .history
-        .as_ref()
-        .map(|history| history.reads(&user_id))
-        .unwrap_or_default();
-    exclude.extend(recent_reads.iter().map(String::as_str));
-    // Serving time is event time: the newest click this node ingested (see `articles`).
-    let now_ms = state
-        .history
-        .as_ref()
-        .map_or(0, |history| history.watermark_ms());
-    let registry = state.articles.clone();
-    let expired = move |article_id: &str| {
-        registry
-            .as_ref()
-            .is_some_and(|r| r.is_expired(article_id, now_ms))
-    };
-    let personal = state
-        .store
-        .user_list(&user_id)
+    let answer = recommend(&state, &user_id, k, &exclude, &state.blend)
         .await
-        .map_err(ServeError::Store)?;
+        .map_err(|error| match error {
+            RecommendError::NothingPublished => ServeError::NothingPublished,
+            RecommendError::Store(error) => ServeError::Store(error),
+        })?;
+    metrics::counter!("newsrec_serve_requests_total", "source" => if answer.source == Source::Daily { "daily" } else { "fallback" }).increment(1);
+    metrics::histogram!("newsrec_serve_seconds").record(started.elapsed().as_secs_f64());
+    let mut response = Json(answer).into_response();
+    // Lists move with every click the node sees; a short private cache still spares a burst of
+    // page views by the same reader.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=5"),
+    );
+    Ok(response)
+}
+
+/// Why [`recommend`] has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RecommendError {
+    #[error("no generation is published yet")]
+    NothingPublished,
+    #[error("store read failed: {0}")]
+    Store(#[from] KvError),
+}
+
+/// The list of `user_id`: the blend of its daily list and the node's real-time signals, then
+/// the generation's fallback list, then the newest registered articles; never an article in
+/// `exclude`, read by the user (as far as the signals saw), or expired. The HTTP route and the
+/// replay evaluation both call this.
+pub async fn recommend(
+    state: &ServeState,
+    user_id: &str,
+    k: usize,
+    exclude: &[&str],
+    blend: &Blend,
+) -> Result<Recommendations, RecommendError> {
+    let signals = state.signals.as_deref();
+    // Articles read since the last training are not in the list's exclusions yet.
+    let recent_reads = signals.map(|s| s.recent_reads(user_id)).unwrap_or_default();
+    let mut excluded: HashSet<&str> = exclude.iter().copied().collect();
+    excluded.extend(recent_reads.iter().map(|(id, _)| id.as_str()));
+    // Serving time is event time: the newest click this node has seen (see `articles`).
+    let now_ms = signals.map_or(0, |s| s.watermark_ms());
+    let registry = state.articles.as_deref();
+    let keep = |article_id: &str| {
+        !excluded.contains(article_id)
+            && !registry.is_some_and(|r| r.is_expired(article_id, now_ms))
+    };
+    let personal = state.store.user_list(user_id).await?;
     let source = if personal.is_some() {
-        Source::Personalized
+        Source::Daily
     } else {
         Source::Fallback
     };
-    let mut items = Vec::with_capacity(k);
-    let mut generation = None;
-    if let Some(list) = personal {
-        generation = Some(list.generation);
-        take_into(
-            &mut items,
-            &exclude,
-            list.items,
-            Source::Personalized,
-            k,
-            &expired,
-        );
+    let mut generation = personal.as_ref().map(|list| list.generation);
+    let mut candidates = blend::Candidates::default();
+    if let Some(list) = &personal
+        && blend.daily_weight > 0.0
+    {
+        candidates.add_daily(list.items.iter().map(|item| item.article_id.as_str()));
     }
-    if items.len() < k {
+    if let Some(signals) = signals {
+        if blend.trending_weight > 0.0 {
+            let trending = signals.trending();
+            let n = blend.trending_candidates.min(trending.items.len());
+            candidates.add_trending(&trending.items[..n]);
+        }
+        if blend.covisit_weight > 0.0 && blend.covisit_seeds > 0 {
+            // Only reads of the current visit say what the reader is after now; older ones
+            // would pull yesterday's neighbours over today's news.
+            let window_ms = signals.settings().covisit.window_ms;
+            let per_seed: Vec<_> = recent_reads
+                .iter()
+                .rev()
+                .take_while(|(_, at)| now_ms - at <= window_ms)
+                .take(blend.covisit_seeds)
+                .map(|(seed, _)| signals.covisit_neighbourhood(seed, blend.covisit_candidates))
+                .collect();
+            candidates.add_covisit(&per_seed, blend);
+        }
+    }
+    let mut items = candidates.rank(blend, k, keep);
+    // A user without a list still needs the generation's fallback: it says what is published.
+    if items.len() < k || generation.is_none() {
         let fallback = state
             .store
             .fallback_list()
-            .await
-            .map_err(ServeError::Store)?
-            .ok_or(ServeError::NothingPublished)?;
+            .await?
+            .ok_or(RecommendError::NothingPublished)?;
         generation.get_or_insert(fallback.generation);
-        take_into(
-            &mut items,
-            &exclude,
-            fallback.items,
-            Source::Fallback,
-            k,
-            &expired,
-        );
+        take_into(&mut items, fallback.items, Source::Fallback, k, &keep);
     }
     if items.len() < k
-        && let Some(registry) = &state.articles
+        && let Some(registry) = registry
     {
         let latest = registry
-            .latest(now_ms, k + exclude.len())
+            .latest(now_ms, k + excluded.len())
             .into_iter()
             .map(|meta| newsrec_kv::RecItem {
                 article_id: meta.article_id,
                 score: 0.0,
             })
             .collect();
-        take_into(&mut items, &exclude, latest, Source::Latest, k, &expired);
+        take_into(&mut items, latest, Source::Latest, k, &keep);
     }
-    let generation = generation.ok_or(ServeError::NothingPublished)?;
-    metrics::counter!("newsrec_serve_requests_total", "source" => if source == Source::Personalized { "personalized" } else { "fallback" }).increment(1);
-    metrics::histogram!("newsrec_serve_seconds").record(started.elapsed().as_secs_f64());
-    let mut response = Json(Recommendations {
-        user_id,
+    let generation = generation.ok_or(RecommendError::NothingPublished)?;
+    Ok(Recommendations {
+        user_id: user_id.to_owned(),
         generation,
         source,
         items,
     })
-    .into_response();
-    // Lists change at most once per publish; a short private cache spares repeated page views.
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=30"),
-    );
-    Ok(response)
+}
+
+/// What a node does with each acked click: feeds the real-time signals and the article
+/// registry's first-click times. Ingest's hook and the replay evaluation both call it.
+pub fn observe_click(
+    signals: &Signals,
+    articles: Option<&articles::ArticleRegistry>,
+    user_id: &str,
+    article_id: &str,
+    ts_ms: i64,
+) {
+    signals.observe(user_id, article_id, ts_ms);
+    if let Some(articles) = articles {
+        articles.observe_click(article_id, ts_ms);
+    }
 }
 
 fn take_into(
     items: &mut Vec<Item>,
-    exclude: &HashSet<&str>,
     candidates: Vec<newsrec_kv::RecItem>,
     source: Source,
     k: usize,
-    expired: &dyn Fn(&str) -> bool,
+    keep: &dyn Fn(&str) -> bool,
 ) {
     for candidate in candidates {
         if items.len() >= k {
             break;
         }
-        if exclude.contains(candidate.article_id.as_str())
-            || expired(&candidate.article_id)
+        if !keep(&candidate.article_id)
             // Lists are short (k <= max_k): a scan beats hashing and cloning every id.
             || items.iter().any(|item| item.article_id == candidate.article_id)
         {
@@ -576,6 +624,7 @@ mod tests {
     use axum::body::Body;
     use http_body_util::BodyExt;
     use newsrec_kv::{EmbeddedStore, conformance};
+    use newsrec_signals::SignalSettings;
     use tower::ServiceExt;
 
     async fn get(app: &Router, uri: &str) -> (StatusCode, serde_json::Value) {
@@ -606,7 +655,8 @@ mod tests {
             default_k: 3,
             max_k: 10,
             metrics: None,
-            history: None,
+            signals: None,
+            blend: Blend::default(),
             articles: None,
         };
         let app = router(state, guard);
@@ -616,7 +666,7 @@ mod tests {
         conformance::publish(store.as_ref(), "run-1", &[("u1", &["a1", "a2"])]).await;
         let (status, body) = get(&app, "/v1/users/u1/recommendations").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(body["source"], "personalized");
+        assert_eq!(body["source"], "daily");
         let ids: Vec<&str> = body["items"]
             .as_array()
             .unwrap()
@@ -705,11 +755,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SlowStore(EmbeddedStore::open(dir.path()).unwrap()));
         conformance::publish(store.as_ref(), "run-1", &[("u1", &["a1", "a2", "a3"])]).await;
-        let history = Arc::new(history::ReadHistory::new(history::HistoryLimits {
-            max_users: 100,
-            max_reads_per_user: 10,
-            ttl_ms: 3_600_000,
-        }));
+        let signals = Signals::new(SignalSettings::default());
         let guard = Guard {
             keys: auth::ApiKeys::new(vec!["secret".into()]),
             admin_keys: auth::ApiKeys::new(vec!["admin".into()]),
@@ -720,7 +766,8 @@ mod tests {
             default_k: 3,
             max_k: 10,
             metrics: None,
-            history: Some(history.clone()),
+            signals: Some(signals.clone()),
+            blend: Blend::daily_only(),
             articles: None,
         };
         let app = router(state, guard);
@@ -744,7 +791,7 @@ mod tests {
         assert_eq!(health, StatusCode::OK, "probes need no key");
 
         // A read posted after the publish never comes back.
-        history.record("u1", "a1", 1_000);
+        signals.observe("u1", "a1", 1_000);
         let response = app.clone().oneshot(request(Some("secret"))).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let body: Recommendations =
@@ -773,11 +820,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path().join("kv")).unwrap());
         conformance::publish(store.as_ref(), "run-1", &[("u1", &["old", "fresh", "f1"])]).await;
-        let history = Arc::new(history::ReadHistory::new(history::HistoryLimits {
-            max_users: 100,
-            max_reads_per_user: 10,
-            ttl_ms: 48 * HOUR,
-        }));
+        let signals = Signals::new(SignalSettings::default());
         let registry = Arc::new(articles::ArticleRegistry::open(dir.path(), 48 * HOUR).unwrap());
         let guard = Guard {
             keys: auth::ApiKeys::default(),
@@ -789,7 +832,8 @@ mod tests {
             default_k: 3,
             max_k: 10,
             metrics: None,
-            history: Some(history.clone()),
+            signals: Some(signals.clone()),
+            blend: Blend::daily_only(),
             articles: Some(registry),
         };
         let app = router(state, guard);
@@ -827,7 +871,7 @@ mod tests {
         );
 
         // The watermark (newest click time) is 2026-11-05T03:00Z: "old" is past 48 h, "gone" expired.
-        history.record("someone", "fresh", 1_793_847_600_000);
+        signals.observe("someone", "fresh", 1_793_847_600_000);
         let (_, body) = get(&app, "/v1/users/u1/recommendations?k=5").await;
         let items: Vec<(&str, &str)> = body["items"]
             .as_array()
@@ -843,8 +887,8 @@ mod tests {
         assert_eq!(
             items,
             [
-                ("fresh", "personalized"),
-                ("f1", "personalized"),
+                ("fresh", "daily"),
+                ("f1", "daily"),
                 ("f2", "fallback"),
                 ("newest", "latest")
             ]

@@ -129,6 +129,7 @@ async fn serve(config: &Config, args: ServeBenchArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let node = Node::start(
         NodeOptions {
+            role: crate::node::Role::All,
             config: node_config,
             data_dir: dir.path().to_owned(),
             metrics: None,

@@ -71,6 +71,7 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let node = Node::start(
         NodeOptions {
+            role: crate::node::Role::All,
             config: config.clone(),
             data_dir: demo_dir.clone(),
             metrics: None,

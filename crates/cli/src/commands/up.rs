@@ -1,4 +1,5 @@
-//! `newsrec up`: ingest + serve on one node until SIGINT/SIGTERM, then a graceful stop.
+//! `newsrec up`: ingest and/or serve (`--role`) on one node until SIGINT/SIGTERM, then a
+//! graceful stop.
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
@@ -6,13 +7,17 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use newsrec_config::Config;
 
-use crate::node::{Node, NodeOptions};
+use crate::node::{Node, NodeOptions, Role};
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
     /// Address to listen on (default: serve.listen of the config, 127.0.0.1:8080)
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Which stages this node runs: all, ingest or serve (split roles share the real-time
+    /// signals through signals.share)
+    #[arg(long, value_enum, default_value_t = Role::All)]
+    pub role: Role,
 }
 
 pub async fn run(config: Config, data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
@@ -30,6 +35,7 @@ pub async fn run(config: Config, data_dir: &Path, args: UpArgs) -> anyhow::Resul
         config,
         data_dir: data_dir.to_owned(),
         metrics: Some(Arc::new(move || prometheus.render())),
+        role: args.role,
     };
     let node = Node::start(options, listener).await?;
     eprintln!(

@@ -1,5 +1,6 @@
-//! Recent reads per user, fed by this node's ingest, so an article read after the last publish is
-//! never recommended back; plus the event-time watermark serving uses as "now".
+//! Recent reads per user, fed by ingest, so an article read after the last publish is never
+//! recommended back and the user's last reads can seed co-visitation; plus the event-time
+//! watermark serving uses as "now".
 //!
 //! Memory is bounded: at most `max_reads_per_user` reads per user (oldest dropped) and at most
 //! `max_users` users (when full, the stalest of a few sampled users of the shard is evicted:
@@ -98,8 +99,13 @@ impl ReadHistory {
         reads.push_back((article_id.to_owned(), ts_ms));
     }
 
-    /// Articles `user_id` read within the TTL.
+    /// Articles `user_id` read within the TTL, oldest first.
     pub fn reads(&self, user_id: &str) -> Vec<String> {
+        self.recent(user_id).into_iter().map(|(a, _)| a).collect()
+    }
+
+    /// Reads of `user_id` within the TTL with their event times, oldest first.
+    pub fn recent(&self, user_id: &str) -> Vec<(String, i64)> {
         let horizon = self.watermark_ms() - self.limits.ttl_ms;
         let shard = self
             .shard(user_id)
@@ -111,10 +117,30 @@ impl ReadHistory {
                 reads
                     .iter()
                     .filter(|(_, ts)| *ts >= horizon)
-                    .map(|(a, _)| a.clone())
+                    .cloned()
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Approximate bytes held (ids, times, table slots).
+    pub fn memory_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                shard
+                    .iter()
+                    .map(|(user, reads)| {
+                        user.len()
+                            + reads.capacity() * std::mem::size_of::<(String, i64)>()
+                            + reads.iter().map(|(a, _)| a.len()).sum::<usize>()
+                    })
+                    .sum::<usize>()
+                    + shard.capacity()
+                        * (std::mem::size_of::<(String, VecDeque<(String, i64)>)>() + 1)
+            })
+            .sum()
     }
 
     fn shard(&self, user_id: &str) -> &Shard {
