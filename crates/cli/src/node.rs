@@ -169,7 +169,7 @@ impl Node {
             None
         };
         let serve = if let Some(signals) = signals {
-            let store = open_store(config, &options.data_dir).await?;
+            let store = open_store(config, &options.data_dir, true).await?;
             let serve_config = &config.serve;
             if serve_config.admin_keys.is_empty() {
                 tracing::warn!(

@@ -24,8 +24,13 @@ pub fn open_lake(config: &Config, data_dir: &Path) -> anyhow::Result<Lake> {
 
 /// The serving store of this node: `kv.uri` (`redis://host:port/db?prefix=NAME`,
 /// `dynamodb://TABLE?endpoint=URL&region=R&create=true`), or the embedded store in
-/// `<data-dir>/kv` when empty.
-pub async fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn RecStore>> {
+/// `<data-dir>/kv` when empty. A `serving` handle of the embedded store caches the served
+/// generation whole (see `EmbeddedStore::open_serving`); publish and rollback need no cache.
+pub async fn open_store(
+    config: &Config,
+    data_dir: &Path,
+    serving: bool,
+) -> anyhow::Result<Arc<dyn RecStore>> {
     let uri = config.kv.uri.as_str();
     if uri.starts_with("redis://") {
         let store = RedisStore::connect(uri)
@@ -45,8 +50,12 @@ pub async fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<
         );
     }
     let dir = data_dir.join("kv");
-    let store = EmbeddedStore::open(&dir)
-        .with_context(|| format!("opening the serving store in {}", dir.display()))?;
+    let store = if serving {
+        EmbeddedStore::open_serving(&dir)
+    } else {
+        EmbeddedStore::open(&dir)
+    }
+    .with_context(|| format!("opening the serving store in {}", dir.display()))?;
     Ok(Arc::new(store))
 }
 

@@ -128,7 +128,13 @@ fn has(items: &[(String, String)], article: &str, source: &str) -> bool {
 
 /// The scenario both topologies must pass: `ingest` takes clicks, `serve` answers.
 async fn fresh_news_scenario(ingest: &str, serve: &str) {
-    // Yesterday's steady reading, then this morning's story clicked by 40 readers.
+    // An article first read two days ago, then yesterday's steady reading, then this
+    // morning's story clicked by 40 readers.
+    post(
+        ingest,
+        &[("archivist".to_owned(), "ancient-hot", NOW - 50 * 3_600_000)],
+    )
+    .await;
     let steady: Vec<(String, &str, i64)> = (0..30)
         .map(|i| (format!("steady{i}"), "old1", NOW - 3_600_000 + i))
         .collect();
@@ -174,6 +180,49 @@ async fn fresh_news_scenario(ingest: &str, serve: &str) {
         !items.iter().any(|(id, _)| id == "old2")
     })
     .await;
+
+    // Expired articles are never served, however hot: one registered with an expiry an hour
+    // ago, and one first clicked 50 hours ago (past the default 48 h age, nothing registered).
+    let expired = format!(
+        r#"[{{"article_id":"recalled","published_at":{},"expires_at":{}}}]"#,
+        NOW - 7_200_000,
+        NOW - 3_600_000
+    );
+    let reply = reqwest::Client::new()
+        .put(format!("{serve}/v1/articles"))
+        .body(expired)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let storm: Vec<(String, &str, i64)> = (0..500)
+        .flat_map(|i| {
+            let user = format!("storm{i}");
+            [
+                (user.clone(), "recalled", NOW + 200_000 + i),
+                (user, "ancient-hot", NOW + 200_500 + i),
+            ]
+        })
+        .collect();
+    post(ingest, &storm).await;
+    // A marker clicked after the storm: once a cold user sees it, the storm has been applied.
+    let marker: Vec<(String, &str, i64)> = (0..600)
+        .map(|i| (format!("marker{i}"), "marker", NOW + 210_000 + i))
+        .collect();
+    post(ingest, &marker).await;
+    until(serve, "cold-user", Duration::from_secs(2), |items| {
+        items.iter().any(|(id, _)| id == "marker")
+    })
+    .await;
+    for user in ["cold-user", "me", "known", "storm1", "marker1"] {
+        let items = list(serve, user).await;
+        assert!(
+            !items
+                .iter()
+                .any(|(id, _)| id == "recalled" || id == "ancient-hot"),
+            "{user}: {items:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,33 +233,8 @@ async fn fresh_articles_reach_lists_within_a_second_on_one_node() {
     publish(dir.path(), &base).await;
     fresh_news_scenario(&base, &base).await;
 
-    // An expired article is never served, however hot: register one that expired an hour ago.
-    let expired = format!(
-        r#"[{{"article_id":"recalled","published_at":{},"expires_at":{}}}]"#,
-        NOW - 7_200_000,
-        NOW - 3_600_000
-    );
-    let reply = reqwest::Client::new()
-        .put(format!("{base}/v1/articles"))
-        .body(expired)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200);
-    let storm: Vec<(String, &str, i64)> = (0..500)
-        .map(|i| (format!("storm{i}"), "recalled", NOW + 200_000 + i))
-        .collect();
-    post(&base, &storm).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    for user in ["cold-user", "me", "known", "storm1"] {
-        let items = list(&base, user).await;
-        assert!(
-            !items.iter().any(|(id, _)| id == "recalled"),
-            "{user}: {items:?}"
-        );
-    }
     let stats = node.signals().unwrap().stats();
-    assert!(stats.clicks >= 500 + 40 + 30, "{stats:?}");
+    assert!(stats.clicks >= 1 + 30 + 40 + 1_000 + 600, "{stats:?}");
     node.shutdown().await.unwrap();
 }
 

@@ -146,6 +146,12 @@ pub trait RecStore: Send + Sync + std::fmt::Debug {
 
     /// The article's similar-articles list in the current generation; `None` when unknown.
     async fn similar_list(&self, article_id: &str) -> Result<Option<StoredList>, KvError>;
+
+    /// True while the served generation is still being pulled into this handle's memory
+    /// (reads are correct meanwhile, only slower). Backends without a local cache never warm.
+    fn warming(&self) -> bool {
+        false
+    }
 }
 
 /// Writes one generation; dropping it without [`GenerationWriter::finish`] leaves nothing visible.

@@ -111,20 +111,22 @@ pub(crate) type Neighbourhood = (Vec<(Arc<str>, f64)>, f64);
 /// Parts of one candidate: daily, trending, co-visitation.
 type Parts = [f64; 3];
 
-/// The candidates of one request, gathered per source.
+/// The candidates of one request, gathered per source. They borrow their ids from the sources
+/// (the stored list, the trending snapshot, the neighbourhoods): a request hashes each id once
+/// and copies only the `k` it returns.
 #[derive(Debug)]
-pub(crate) struct Candidates {
-    index: HashMap<Arc<str>, usize>,
-    parts: Vec<(Arc<str>, Parts)>,
+pub(crate) struct Candidates<'a> {
+    index: HashMap<&'a str, usize, foldhash::fast::FixedState>,
+    parts: Vec<(&'a str, Parts)>,
     /// The weight trending keeps in the personal part (1 without co-visitation evidence).
     trending_share: f64,
 }
 
-impl Default for Candidates {
-    fn default() -> Candidates {
+impl Default for Candidates<'_> {
+    fn default() -> Self {
         Candidates {
-            index: HashMap::new(),
-            parts: Vec::new(),
+            index: HashMap::with_capacity_and_hasher(256, foldhash::fast::FixedState::default()),
+            parts: Vec::with_capacity(256),
             trending_share: 1.0,
         }
     }
@@ -134,28 +136,27 @@ const DAILY: usize = 0;
 const TRENDING: usize = 1;
 const COVISIT: usize = 2;
 
-impl Candidates {
-    fn part(&mut self, article_id: &Arc<str>) -> &mut Parts {
+impl<'a> Candidates<'a> {
+    fn part(&mut self, article_id: &'a str) -> &mut Parts {
         let next = self.parts.len();
-        let slot = *self.index.entry(Arc::clone(article_id)).or_insert(next);
+        let slot = *self.index.entry(article_id).or_insert(next);
         if slot == next {
-            self.parts.push((Arc::clone(article_id), [0.0; 3]));
+            self.parts.push((article_id, [0.0; 3]));
         }
         &mut self.parts[slot].1
     }
 
     /// The user's daily list, best first.
-    pub(crate) fn add_daily<'a>(&mut self, ids: impl ExactSizeIterator<Item = &'a str>) {
+    pub(crate) fn add_daily(&mut self, ids: impl ExactSizeIterator<Item = &'a str>) {
         let harmonic: f64 = (1..=ids.len()).map(|r| 1.0 / r as f64).sum();
         for (rank, id) in ids.enumerate() {
-            let id: Arc<str> = Arc::from(id);
-            let part = self.part(&id);
+            let part = self.part(id);
             part[DAILY] = part[DAILY].max(1.0 / (rank as f64 + 1.0) / harmonic);
         }
     }
 
     /// The trending ranking, best first.
-    pub(crate) fn add_trending(&mut self, items: &[(Arc<str>, f64)]) {
+    pub(crate) fn add_trending(&mut self, items: &'a [(Arc<str>, f64)]) {
         let total: f64 = items.iter().map(|(_, count)| count).sum();
         if total <= 0.0 {
             return;
@@ -166,7 +167,7 @@ impl Candidates {
     }
 
     /// Each seed's neighbours and total edge weight, the newest read's first.
-    pub(crate) fn add_covisit(&mut self, per_seed: &[Neighbourhood], blend: &Blend) {
+    pub(crate) fn add_covisit(&mut self, per_seed: &'a [Neighbourhood], blend: &Blend) {
         if per_seed.is_empty() {
             return;
         }
@@ -191,38 +192,58 @@ impl Candidates {
         let alpha = blend.daily_weight;
         let trending = (1.0 - alpha) * blend.trending_weight * self.trending_share;
         let weights = [alpha, trending, 1.0 - alpha];
-        let sources = [Source::Daily, Source::Trending, Source::Covisit];
-        let mut scored: Vec<(f64, Arc<str>, Source)> = self
+        let mut scored: Vec<(f64, &'a str, Parts)> = self
             .parts
             .into_iter()
             .filter_map(|(id, parts)| {
                 let contributions = [0, 1, 2].map(|i| parts[i] * weights[i]);
                 let score: f64 = contributions.iter().sum();
-                if score <= 0.0 {
-                    return None;
-                }
-                let best = (0..3)
-                    .max_by(|&a, &b| {
-                        contributions[a]
-                            .total_cmp(&contributions[b])
-                            .then(b.cmp(&a))
-                    })
-                    .unwrap_or(DAILY);
-                Some((score, id, sources[best]))
+                (score > 0.0).then_some((score, id, contributions))
             })
             .collect();
-        scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        scored
-            .into_iter()
-            .filter(|(_, id, _)| keep(id))
-            .take(k)
-            .map(|(score, id, source)| Item {
-                article_id: id.to_string(),
-                score: score as f32,
-                source,
-            })
-            .collect()
+        let by_score = |a: &(f64, &str, Parts), b: &(f64, &str, Parts)| {
+            b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1))
+        };
+        // Only the head is needed: rank a prefix a few filtered articles longer than k, and the
+        // rest only when filters ate into it.
+        let mut ranked = 0;
+        let mut items = Vec::with_capacity(k.min(scored.len()));
+        while items.len() < k && ranked < scored.len() {
+            let rest = &mut scored[ranked..];
+            let head = (2 * k).max(16).min(rest.len());
+            if head < rest.len() {
+                rest.select_nth_unstable_by(head - 1, by_score);
+            }
+            rest[..head].sort_unstable_by(by_score);
+            for (score, id, contributions) in &rest[..head] {
+                if items.len() >= k {
+                    break;
+                }
+                if keep(id) {
+                    items.push(Item {
+                        article_id: (*id).to_owned(),
+                        score: *score as f32,
+                        source: main_source(contributions),
+                    });
+                }
+            }
+            ranked += head;
+        }
+        items
     }
+}
+
+/// The part that contributed most (the earlier source on a tie).
+fn main_source(contributions: &Parts) -> Source {
+    let sources = [Source::Daily, Source::Trending, Source::Covisit];
+    let best = (0..3)
+        .max_by(|&a, &b| {
+            contributions[a]
+                .total_cmp(&contributions[b])
+                .then(b.cmp(&a))
+        })
+        .unwrap_or(DAILY);
+    sources[best]
 }
 
 #[cfg(test)]
@@ -242,9 +263,10 @@ mod tests {
 
     #[test]
     fn daily_only_keeps_the_model_order() {
+        let trending = arc(&[("z", 9.0)]);
         let mut candidates = Candidates::default();
         candidates.add_daily(["c", "a", "b"].into_iter());
-        candidates.add_trending(&arc(&[("z", 9.0)]));
+        candidates.add_trending(&trending);
         let items = candidates.rank(&Blend::daily_only(), 10, |_| true);
         assert_eq!(
             ids(&items),
@@ -265,9 +287,10 @@ mod tests {
         };
         let trending = arc(&[("hot", 9.0), ("next", 1.0)]);
         let ranked = |edges: f64| {
+            let seeds = [(arc(&[("next", edges)]), edges)];
             let mut candidates = Candidates::default();
             candidates.add_trending(&trending);
-            candidates.add_covisit(&[(arc(&[("next", edges)]), edges)], &blend);
+            candidates.add_covisit(&seeds, &blend);
             candidates
                 .rank(&blend, 10, |_| true)
                 .into_iter()
@@ -294,8 +317,9 @@ mod tests {
     #[test]
     fn no_recent_read_means_trending_and_filters_apply_before_ranking() {
         let blend = Blend::default();
+        let trending = arc(&[("a", 5.0), ("b", 3.0), ("c", 1.0)]);
         let mut candidates = Candidates::default();
-        candidates.add_trending(&arc(&[("a", 5.0), ("b", 3.0), ("c", 1.0)]));
+        candidates.add_trending(&trending);
         candidates.add_covisit(&[], &blend);
         let items = candidates.rank(&blend, 2, |id| id != "a");
         assert_eq!(
@@ -330,5 +354,51 @@ mod tests {
             ..Blend::default()
         };
         assert!(no_prior.validate().is_err());
+    }
+
+    proptest::proptest! {
+        /// Ranking only the head (in chunks, when filters eat into it) gives the list a full
+        /// sort of every candidate would.
+        #[test]
+        fn the_partial_ranking_equals_a_full_sort(
+            daily in proptest::collection::vec(0u16..300, 0..60),
+            trending in proptest::collection::vec((0u16..300, 0.01f64..100.0), 0..120),
+            seeds in proptest::collection::vec(
+                (proptest::collection::vec((0u16..300, 0.01f64..10.0), 0..40), 0.0f64..50.0),
+                0..4,
+            ),
+            k in 1usize..40,
+            dropped in 0u16..300,
+        ) {
+            let name = |id: &u16| format!("a{id}");
+            let daily: Vec<String> = daily.iter().map(name).collect();
+            let trending: Vec<(Arc<str>, f64)> =
+                trending.iter().map(|(id, count)| (Arc::from(name(id)), *count)).collect();
+            let seeds: Vec<Neighbourhood> = seeds
+                .iter()
+                .map(|(edges, total)| {
+                    let edges: Vec<(Arc<str>, f64)> =
+                        edges.iter().map(|(id, w)| (Arc::from(name(id)), *w)).collect();
+                    let sum: f64 = edges.iter().map(|(_, w)| w).sum();
+                    (edges, total + sum)
+                })
+                .collect();
+            let blend = Blend::default();
+            // Drops about every other id, so long filtered stretches occur.
+            let keep = |id: &str| id.len() % 2 == (dropped % 2) as usize || id.ends_with('7');
+            let gather = || {
+                let mut candidates = Candidates::default();
+                candidates.add_daily(daily.iter().map(String::as_str));
+                candidates.add_trending(&trending);
+                candidates.add_covisit(&seeds, &blend);
+                candidates
+            };
+            let got = gather().rank(&blend, k, keep);
+            // The reference: every candidate scored, fully sorted, filtered, cut at k.
+            let mut all = gather().rank(&blend, usize::MAX / 4, |_| true);
+            all.retain(|item| keep(&item.article_id));
+            all.truncate(k);
+            proptest::prop_assert_eq!(got, all);
+        }
     }
 }

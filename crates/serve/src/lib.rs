@@ -488,32 +488,37 @@ pub async fn recommend(
         Source::Fallback
     };
     let mut generation = personal.as_ref().map(|list| list.generation);
+    // The sources outlive the candidates, which borrow their ids.
+    let trending = match signals {
+        Some(signals) if blend.trending_weight > 0.0 => Some(signals.trending()),
+        _ => None,
+    };
+    let per_seed: Vec<blend::Neighbourhood> = match signals {
+        Some(signals) if blend.covisit_weight > 0.0 && blend.covisit_seeds > 0 => {
+            // Only reads of the current visit say what the reader is after now; older ones
+            // would pull yesterday's neighbours over today's news.
+            let window_ms = signals.settings().covisit.window_ms;
+            recent_reads
+                .iter()
+                .rev()
+                .take_while(|(_, at)| now_ms - at <= window_ms)
+                .take(blend.covisit_seeds)
+                .map(|(seed, _)| signals.covisit_neighbourhood(seed, blend.covisit_candidates))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     let mut candidates = blend::Candidates::default();
     if let Some(list) = &personal
         && blend.daily_weight > 0.0
     {
         candidates.add_daily(list.items.iter().map(|item| item.article_id.as_str()));
     }
-    if let Some(signals) = signals {
-        if blend.trending_weight > 0.0 {
-            let trending = signals.trending();
-            let n = blend.trending_candidates.min(trending.items.len());
-            candidates.add_trending(&trending.items[..n]);
-        }
-        if blend.covisit_weight > 0.0 && blend.covisit_seeds > 0 {
-            // Only reads of the current visit say what the reader is after now; older ones
-            // would pull yesterday's neighbours over today's news.
-            let window_ms = signals.settings().covisit.window_ms;
-            let per_seed: Vec<_> = recent_reads
-                .iter()
-                .rev()
-                .take_while(|(_, at)| now_ms - at <= window_ms)
-                .take(blend.covisit_seeds)
-                .map(|(seed, _)| signals.covisit_neighbourhood(seed, blend.covisit_candidates))
-                .collect();
-            candidates.add_covisit(&per_seed, blend);
-        }
+    if let Some(trending) = &trending {
+        let n = blend.trending_candidates.min(trending.items.len());
+        candidates.add_trending(&trending.items[..n]);
     }
+    candidates.add_covisit(&per_seed, blend);
     let mut items = candidates.rank(blend, k, keep);
     // A user without a list still needs the generation's fallback: it says what is published.
     if items.len() < k || generation.is_none() {
@@ -593,6 +598,8 @@ async fn healthz(State(state): State<ServeState>) -> Response {
             "status": "ok",
             "generation": current.as_ref().map(|info| info.generation),
             "run_id": current.as_ref().map(|info| info.run_id.clone()),
+            // Lists are served while the cache warms, only slower: a load balancer may wait.
+            "warming": state.store.warming(),
         }))
         .into_response(),
         Err(error) => (

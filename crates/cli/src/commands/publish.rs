@@ -35,7 +35,7 @@ pub(crate) fn gate_mode(publish: &PublishConfig, force: bool) -> GateMode {
 
 pub async fn run(config: &Config, data_dir: &Path, args: PublishArgs) -> anyhow::Result<()> {
     let lake = open_lake(config, data_dir)?;
-    let store = open_store(config, data_dir).await?;
+    let store = open_store(config, data_dir, false).await?;
     let run_id = match (args.run_id, args.latest) {
         (Some(run_id), _) => run_id,
         (None, true) => latest_run(&lake).await?,
@@ -78,7 +78,7 @@ pub async fn run(config: &Config, data_dir: &Path, args: PublishArgs) -> anyhow:
 }
 
 pub async fn rollback(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
-    let store = open_store(config, data_dir).await?;
+    let store = open_store(config, data_dir, false).await?;
     let generation = newsrec_kv::rollback(store.as_ref()).await?;
     let info = store.current().await?;
     println!(
