@@ -9,11 +9,11 @@
 //! server under test keeps a core. Each side runs `--runs` times; the table shows medians and
 //! the ratio of medians.
 
-use std::{io::Write, path::Path, process::Command, time::Instant};
+use std::{io::Write, path::Path, process::Command, sync::Arc, time::Instant};
 
 use anyhow::{Context, bail};
 use newsrec_config::Config;
-use newsrec_kv::{EmbeddedStore, RecItem, RecStore, UserList, encode_items};
+use newsrec_kv::{EmbeddedStore, RecItem, RecStore, RedisStore, UserList, encode_items};
 use serde::Serialize;
 
 use crate::{
@@ -61,10 +61,17 @@ pub struct ServeBenchArgs {
     /// the blend has trending, co-visitation and recent reads to work with; 0 = daily lists only
     #[arg(long, default_value_t = 250_000)]
     pub warm_clicks: usize,
+    /// Serving store to measure: empty for the embedded store, or redis://host:port/db to
+    /// publish into and serve from Redis (under the prefix `newsrec-bench`, removed afterwards)
+    #[arg(long, default_value = "", value_name = "URI")]
+    pub kv: String,
     /// Output format
     #[arg(long, value_enum, default_value_t = super::eval::EvalFormat::Table)]
     pub format: super::eval::EvalFormat,
 }
+
+/// The key prefix `bench serve --kv redis://…` owns: never a real deployment's.
+const REDIS_BENCH_PREFIX: &str = "newsrec-bench";
 
 /// One side's figures.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -78,6 +85,7 @@ struct LoadFigures {
 #[derive(Debug, Serialize)]
 struct ServeBenchReport {
     stage: &'static str,
+    store: &'static str,
     users: usize,
     items: usize,
     value_bytes: usize,
@@ -117,18 +125,29 @@ async fn serve(config: &Config, args: ServeBenchArgs) -> anyhow::Result<()> {
         }
     }
     let dir = tempfile::tempdir().context("creating a scratch folder")?;
+    let (store_name, kv_uri) = bench_store_uri(&args.kv)?;
+    let store: Arc<dyn RecStore> = if kv_uri.is_empty() {
+        Arc::new(EmbeddedStore::open(dir.path().join("kv"))?)
+    } else {
+        Arc::new(RedisStore::connect(&kv_uri).await?)
+    };
     eprintln!(
-        "publishing {} users x {} items into a fresh embedded store…",
+        "publishing {} users x {} items into a fresh {store_name} store…",
         args.users, args.items
     );
     let (publish_rate, value_bytes) =
-        publish_synthetic(&dir.path().join("kv"), args.users, args.items).await?;
-    let store_bytes = folder_bytes(&dir.path().join("kv"))?;
-    let per_million = (store_bytes as f64 * 1_000_000.0 / args.users.max(1) as f64) as u64;
+        publish_synthetic(store.as_ref(), args.users, args.items).await?;
+    // Only the embedded store's size is read off here (Redis's memory is shared with others).
+    let per_million = if kv_uri.is_empty() {
+        let store_bytes = folder_bytes(&dir.path().join("kv"))?;
+        (store_bytes as f64 * 1_000_000.0 / args.users.max(1) as f64) as u64
+    } else {
+        0
+    };
 
     let mut node_config = config.clone();
     node_config.lake.uri.clear();
-    node_config.kv.uri.clear();
+    node_config.kv.uri = kv_uri.clone();
     node_config.serve.api_keys.clear();
     // The benchmark measures lookups, not shedding: let every connection in.
     node_config.serve.max_in_flight = node_config.serve.max_in_flight.max(args.connections * 2);
@@ -201,11 +220,17 @@ async fn serve(config: &Config, args: ServeBenchArgs) -> anyhow::Result<()> {
         );
     }
     node.shutdown().await?;
+    if !kv_uri.is_empty() {
+        // An empty generation takes over so prune can delete the benchmark's lists.
+        publish_synthetic(store.as_ref(), 0, args.items).await?;
+        store.prune(0).await?;
+    }
 
     let ours = median_figures(&ours);
     let theirs = median_figures(&peer);
     let report = ServeBenchReport {
         stage: "serve",
+        store: store_name,
         users: args.users,
         items: args.items,
         value_bytes,
@@ -233,7 +258,7 @@ async fn serve(config: &Config, args: ServeBenchArgs) -> anyhow::Result<()> {
                     .map(String::from)
                     .to_vec(),
                 vec![
-                    format!("newsrec HTTP (k=10, embedded, {} users)", args.users),
+                    format!("newsrec HTTP (k=10, {store_name}, {} users)", args.users),
                     format!("{:.0}", ours.rps),
                     ms(ours.p50_ms),
                     ms(ours.p99_ms),
@@ -252,10 +277,13 @@ async fn serve(config: &Config, args: ServeBenchArgs) -> anyhow::Result<()> {
                 "ratio newsrec/redis: {:.2}x (medians of {} runs of {} s, {} connections)",
                 report.ratio, args.runs, args.duration, args.connections
             );
+            let size = if per_million > 0 {
+                format!("{:.0} MiB", per_million as f64 / (1024.0 * 1024.0))
+            } else {
+                "not measured".into()
+            };
             println!(
-                "publish: {:.0} users/s; store: {:.0} MiB per million users ({}-item lists)",
-                publish_rate,
-                per_million as f64 / (1024.0 * 1024.0),
+                "publish to {store_name}: {publish_rate:.0} users/s; store: {size} per million users ({}-item lists)",
                 args.items
             );
             println!(
@@ -268,15 +296,40 @@ async fn serve(config: &Config, args: ServeBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store `--kv` names and the uri to open it with (Redis under the benchmark's own prefix).
+fn bench_store_uri(kv: &str) -> anyhow::Result<(&'static str, String)> {
+    if kv.is_empty() {
+        return Ok(("embedded", String::new()));
+    }
+    if !kv.starts_with("redis://") {
+        bail!(
+            "bench serve --kv takes redis://host:port/db or nothing (the embedded store), got {kv:?}"
+        );
+    }
+    if kv.contains("prefix=") {
+        bail!(
+            "bench serve writes under its own prefix {REDIS_BENCH_PREFIX:?}, so a deployment's keys are never touched: drop prefix= from {kv:?}"
+        );
+    }
+    let separator = if kv.contains('?') { '&' } else { '?' };
+    Ok((
+        "redis",
+        format!("{kv}{separator}prefix={REDIS_BENCH_PREFIX}"),
+    ))
+}
+
 /// Publishes `users` synthetic lists; returns (users/s, bytes of one encoded list).
-async fn publish_synthetic(dir: &Path, users: usize, items: usize) -> anyhow::Result<(f64, usize)> {
-    let store = EmbeddedStore::open(dir)?;
+async fn publish_synthetic(
+    store: &dyn RecStore,
+    users: usize,
+    items: usize,
+) -> anyhow::Result<(f64, usize)> {
     let started = Instant::now();
     let mut writer = store.create_generation("bench").await?;
     let list = |user: usize| -> Vec<RecItem> {
         (0..items)
             .map(|rank| RecItem {
-                article_id: format!("{}", 100_000 + (user * 7919 + rank * 104_729) % 400_000),
+                article_id: format!("{}", 100_000 + user.wrapping_mul(7919).wrapping_add(rank * 104_729) % 400_000),
                 score: 1.0 / (rank as f32 + 1.0),
             })
             .collect()
