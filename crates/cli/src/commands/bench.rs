@@ -13,7 +13,9 @@ use std::{io::Write, path::Path, process::Command, sync::Arc, time::Instant};
 
 use anyhow::{Context, bail};
 use newsrec_config::Config;
-use newsrec_kv::{EmbeddedStore, RecItem, RecStore, RedisStore, UserList, encode_items};
+use newsrec_kv::{
+    DynamoStore, EmbeddedStore, RecItem, RecStore, RedisStore, UserList, encode_items,
+};
 use serde::Serialize;
 
 use crate::{
@@ -61,17 +63,23 @@ pub struct ServeBenchArgs {
     /// the blend has trending, co-visitation and recent reads to work with; 0 = daily lists only
     #[arg(long, default_value_t = 250_000)]
     pub warm_clicks: usize,
-    /// Serving store to measure: empty for the embedded store, or redis://host:port/db to
-    /// publish into and serve from Redis (under the prefix `newsrec-bench`, removed afterwards)
+    /// Serving store to measure: empty for the embedded store; redis://host:port/db to publish
+    /// into and serve from Redis (under the prefix `newsrec-bench`, removed afterwards); or
+    /// dynamodb://newsrec-bench?endpoint=URL&create=true (that table name only) with
+    /// --publish-only
     #[arg(long, default_value = "", value_name = "URI")]
     pub kv: String,
+    /// Measure the publish rate only (no load runs): for stores whose test endpoint is no
+    /// performance peer, such as moto's DynamoDB
+    #[arg(long)]
+    pub publish_only: bool,
     /// Output format
     #[arg(long, value_enum, default_value_t = super::eval::EvalFormat::Table)]
     pub format: super::eval::EvalFormat,
 }
 
-/// The key prefix `bench serve --kv redis://…` owns: never a real deployment's.
-const REDIS_BENCH_PREFIX: &str = "newsrec-bench";
+/// The Redis key prefix and DynamoDB table `bench serve --kv` owns: never a deployment's.
+const BENCH_NAMESPACE: &str = "newsrec-bench";
 
 /// One side's figures.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -128,6 +136,8 @@ async fn serve(config: &Config, args: ServeBenchArgs) -> anyhow::Result<()> {
     let (store_name, kv_uri) = bench_store_uri(&args.kv)?;
     let store: Arc<dyn RecStore> = if kv_uri.is_empty() {
         Arc::new(EmbeddedStore::open(dir.path().join("kv"))?)
+    } else if kv_uri.starts_with("dynamodb://") {
+        Arc::new(DynamoStore::connect(&kv_uri).await?)
     } else {
         Arc::new(RedisStore::connect(&kv_uri).await?)
     };
@@ -144,6 +154,13 @@ async fn serve(config: &Config, args: ServeBenchArgs) -> anyhow::Result<()> {
     } else {
         0
     };
+    if args.publish_only || store_name == "dynamodb" {
+        if !kv_uri.is_empty() {
+            publish_synthetic(store.as_ref(), 0, args.items).await?;
+            store.prune(0).await?;
+        }
+        return print_publish_only(&args, store_name, publish_rate, value_bytes, per_million);
+    }
 
     let mut node_config = config.clone();
     node_config.lake.uri.clear();
@@ -296,10 +313,49 @@ async fn serve(config: &Config, args: ServeBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The store `--kv` names and the uri to open it with (Redis under the benchmark's own prefix).
+/// Prints (or writes as one JSON line) the publish figures of a `--publish-only` run.
+fn print_publish_only(
+    args: &ServeBenchArgs,
+    store: &str,
+    publish_rate: f64,
+    value_bytes: usize,
+    per_million: u64,
+) -> anyhow::Result<()> {
+    match args.format {
+        super::eval::EvalFormat::Json => println!(
+            "{}",
+            serde_json::json!({
+                "stage": "serve",
+                "store": store,
+                "users": args.users,
+                "items": args.items,
+                "value_bytes": value_bytes,
+                "publish_users_per_sec": publish_rate,
+                "store_bytes_per_million_users": per_million,
+            })
+        ),
+        super::eval::EvalFormat::Table => println!(
+            "publish to {store}: {} users x {} items at {publish_rate:.0} users/s",
+            args.users, args.items
+        ),
+    }
+    Ok(())
+}
+
+/// The store `--kv` names and the uri to open it with (Redis under the benchmark's own prefix,
+/// DynamoDB only in the benchmark's own table).
 fn bench_store_uri(kv: &str) -> anyhow::Result<(&'static str, String)> {
     if kv.is_empty() {
         return Ok(("embedded", String::new()));
+    }
+    if let Some(rest) = kv.strip_prefix("dynamodb://") {
+        let table = rest.split('?').next().unwrap_or_default();
+        if table != BENCH_NAMESPACE {
+            bail!(
+                "bench serve publishes only into the table {BENCH_NAMESPACE:?}, so a deployment's table is never touched: use dynamodb://{BENCH_NAMESPACE}?endpoint=…&create=true"
+            );
+        }
+        return Ok(("dynamodb", kv.to_owned()));
     }
     if !kv.starts_with("redis://") {
         bail!(
@@ -308,14 +364,11 @@ fn bench_store_uri(kv: &str) -> anyhow::Result<(&'static str, String)> {
     }
     if kv.contains("prefix=") {
         bail!(
-            "bench serve writes under its own prefix {REDIS_BENCH_PREFIX:?}, so a deployment's keys are never touched: drop prefix= from {kv:?}"
+            "bench serve writes under its own prefix {BENCH_NAMESPACE:?}, so a deployment's keys are never touched: drop prefix= from {kv:?}"
         );
     }
     let separator = if kv.contains('?') { '&' } else { '?' };
-    Ok((
-        "redis",
-        format!("{kv}{separator}prefix={REDIS_BENCH_PREFIX}"),
-    ))
+    Ok(("redis", format!("{kv}{separator}prefix={BENCH_NAMESPACE}")))
 }
 
 /// Publishes `users` synthetic lists; returns (users/s, bytes of one encoded list).
@@ -329,7 +382,10 @@ async fn publish_synthetic(
     let list = |user: usize| -> Vec<RecItem> {
         (0..items)
             .map(|rank| RecItem {
-                article_id: format!("{}", 100_000 + user.wrapping_mul(7919).wrapping_add(rank * 104_729) % 400_000),
+                article_id: format!(
+                    "{}",
+                    100_000 + user.wrapping_mul(7919).wrapping_add(rank * 104_729) % 400_000
+                ),
                 score: 1.0 / (rank as f32 + 1.0),
             })
             .collect()
