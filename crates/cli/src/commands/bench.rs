@@ -65,8 +65,8 @@ pub struct ServeBenchArgs {
     pub warm_clicks: usize,
     /// Serving store to measure: empty for the embedded store; redis://host:port/db to publish
     /// into and serve from Redis (under the prefix `newsrec-bench`, removed afterwards); or
-    /// dynamodb://newsrec-bench?endpoint=URL&create=true (that table name only) with
-    /// --publish-only
+    /// dynamodb://newsrec-bench?endpoint=URL&create=true (that table name only; always
+    /// publish-only)
     #[arg(long, default_value = "", value_name = "URI")]
     pub kv: String,
     /// Measure the publish rate only (no load runs): for stores whose test endpoint is no
@@ -80,6 +80,9 @@ pub struct ServeBenchArgs {
 
 /// The Redis key prefix and DynamoDB table `bench serve --kv` owns: never a deployment's.
 const BENCH_NAMESPACE: &str = "newsrec-bench";
+
+/// How long the benchmark waits for the node to cache the generation (1M users take seconds).
+const WARM_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// One side's figures.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -156,8 +159,7 @@ async fn serve(config: &Config, args: ServeBenchArgs) -> anyhow::Result<()> {
     };
     if args.publish_only || store_name == "dynamodb" {
         if !kv_uri.is_empty() {
-            publish_synthetic(store.as_ref(), 0, args.items).await?;
-            store.prune(0).await?;
+            clear_bench_store(store.as_ref(), args.items).await?;
         }
         return print_publish_only(&args, store_name, publish_rate, value_bytes, per_million);
     }
@@ -199,6 +201,11 @@ async fn serve(config: &Config, args: ServeBenchArgs) -> anyhow::Result<()> {
         if reply["warming"] != serde_json::Value::Bool(true) {
             break;
         }
+        if warm_started.elapsed() > WARM_WAIT_LIMIT {
+            bail!(
+                "the node still reports warming after {WARM_WAIT_LIMIT:?}; its log says why (kv-warm)"
+            );
+        }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     eprintln!(
@@ -238,9 +245,7 @@ async fn serve(config: &Config, args: ServeBenchArgs) -> anyhow::Result<()> {
     }
     node.shutdown().await?;
     if !kv_uri.is_empty() {
-        // An empty generation takes over so prune can delete the benchmark's lists.
-        publish_synthetic(store.as_ref(), 0, args.items).await?;
-        store.prune(0).await?;
+        clear_bench_store(store.as_ref(), args.items).await?;
     }
 
     let ours = median_figures(&ours);
@@ -359,7 +364,7 @@ fn bench_store_uri(kv: &str) -> anyhow::Result<(&'static str, String)> {
     }
     if !kv.starts_with("redis://") {
         bail!(
-            "bench serve --kv takes redis://host:port/db or nothing (the embedded store), got {kv:?}"
+            "bench serve --kv takes redis://host:port/db, dynamodb://{BENCH_NAMESPACE}?… or nothing (the embedded store), got {kv:?}"
         );
     }
     if kv.contains("prefix=") {
@@ -369,6 +374,14 @@ fn bench_store_uri(kv: &str) -> anyhow::Result<(&'static str, String)> {
     }
     let separator = if kv.contains('?') { '&' } else { '?' };
     Ok(("redis", format!("{kv}{separator}prefix={BENCH_NAMESPACE}")))
+}
+
+/// Deletes the benchmark's lists from a shared store: an empty generation takes over, so prune
+/// may delete the big one (a few small keys stay under the benchmark's own namespace).
+async fn clear_bench_store(store: &dyn RecStore, items: usize) -> anyhow::Result<()> {
+    publish_synthetic(store, 0, items).await?;
+    store.prune(0).await?;
+    Ok(())
 }
 
 /// Publishes `users` synthetic lists; returns (users/s, bytes of one encoded list).
@@ -626,5 +639,32 @@ mod tests {
             p999_ms: None,
         };
         assert_eq!(median_figures(&[f(3.0), f(1.0), f(2.0)]).rps, 2.0);
+    }
+
+    #[test]
+    fn the_benchmark_never_writes_into_a_deployments_namespace() {
+        assert_eq!(bench_store_uri("").unwrap(), ("embedded", String::new()));
+        assert_eq!(
+            bench_store_uri("redis://127.0.0.1:6379/3").unwrap(),
+            (
+                "redis",
+                "redis://127.0.0.1:6379/3?prefix=newsrec-bench".into()
+            )
+        );
+        assert_eq!(
+            bench_store_uri("redis://h/3?db=1").unwrap().1,
+            "redis://h/3?db=1&prefix=newsrec-bench"
+        );
+        let refused = bench_store_uri("redis://h/3?prefix=newsrec").unwrap_err();
+        assert!(refused.to_string().contains("drop prefix="), "{refused}");
+        let refused = bench_store_uri("dynamodb://prod-lists?create=true").unwrap_err();
+        assert!(refused.to_string().contains("newsrec-bench"), "{refused}");
+        assert_eq!(
+            bench_store_uri("dynamodb://newsrec-bench?endpoint=http://h:1")
+                .unwrap()
+                .0,
+            "dynamodb"
+        );
+        assert!(bench_store_uri("s3://bucket").is_err());
     }
 }
