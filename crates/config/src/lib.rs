@@ -284,7 +284,7 @@ pub struct SignalsConfig {
     pub trending_max_articles: usize,
     /// Articles in the ranked trending snapshot.
     pub trending_snapshot: usize,
-    /// The snapshot is re-ranked after this many ms (event or wall time) once clicks arrived.
+    /// The snapshot is re-ranked after this many ms of event time once clicks arrived.
     pub refresh_ms: u64,
     /// Half-life of a co-visitation edge, minutes.
     pub covisit_half_life_min: u32,

@@ -2,9 +2,10 @@
 //!
 //! Every acked click adds one to its article's count, decayed with a half-life in event time.
 //! Serving does not rank on each request: it reads a snapshot of the top articles, recomputed by
-//! the first reader that finds it stale (clicks since, and either `refresh_ms` of event time or of
-//! wall time passed), so a burst of clicks shows within `refresh_ms` on a live node and replays
-//! see the ranking as it was at each click's time.
+//! the first reader that finds it stale: clicks since, and `refresh_ms` of event time passed (or no
+//! ranking yet). The rule reads no clock, so the list is a pure function of the clicks and the
+//! watermark: two replays of the same clicks serve the same lists, and on a live node, where
+//! event time follows the wall clock, a burst shows within `refresh_ms`.
 //!
 //! Memory bound: at most `max_articles` counts. A new article at capacity first drops counts
 //! that have decayed below [`FORGET_BELOW`]; if none has, the weakest tenth goes.
@@ -15,7 +16,6 @@ use std::{
         Arc, Mutex, RwLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
 };
 
 use crate::decay::Decayed;
@@ -46,8 +46,8 @@ pub struct TrendingSnapshot {
 #[derive(Debug)]
 struct Computed {
     snapshot: Arc<TrendingSnapshot>,
-    /// When it was ranked; `None` before the first ranking.
-    wall: Option<Instant>,
+    /// Whether a ranking was made (the empty initial snapshot is always stale once clicked).
+    ranked: bool,
 }
 
 /// Decayed click counts per article.
@@ -68,7 +68,7 @@ impl Trending {
             version: AtomicU64::new(0),
             computed: RwLock::new(Computed {
                 snapshot: Arc::default(),
-                wall: None,
+                ranked: false,
             }),
             ranking: Mutex::default(),
         }
@@ -114,16 +114,13 @@ impl Trending {
 
     /// The ranked list as of `now_ms`, recomputed when stale (see the module doc).
     pub fn top(&self, now_ms: i64) -> Arc<TrendingSnapshot> {
-        let (snapshot, wall) = {
+        let (snapshot, ranked) = {
             let computed = self.computed.read().unwrap_or_else(|p| p.into_inner());
-            (Arc::clone(&computed.snapshot), computed.wall)
+            (Arc::clone(&computed.snapshot), computed.ranked)
         };
         let version = self.version.load(Ordering::Acquire);
         let stale = snapshot.version != version
-            && (now_ms - snapshot.at_ms >= self.limits.refresh_ms
-                || wall.is_none_or(|wall| {
-                    wall.elapsed() >= Duration::from_millis(self.limits.refresh_ms as u64)
-                }));
+            && (!ranked || now_ms - snapshot.at_ms >= self.limits.refresh_ms);
         if !stale {
             return snapshot;
         }
@@ -134,7 +131,7 @@ impl Trending {
         let fresh = Arc::new(self.rank(now_ms, version));
         let mut computed = self.computed.write().unwrap_or_else(|p| p.into_inner());
         computed.snapshot = Arc::clone(&fresh);
-        computed.wall = Some(Instant::now());
+        computed.ranked = true;
         fresh
     }
 
@@ -248,5 +245,27 @@ mod tests {
         trending.add("b", 1, 1);
         assert_eq!(trending.top(1).items.len(), 1, "not due yet");
         assert_eq!(trending.top(60_001).items.len(), 2, "due by event time");
+    }
+
+    #[test]
+    fn wall_time_never_refreshes_the_snapshot() {
+        // Replays must be reproducible: only event time may make a snapshot due, however long
+        // the reader takes between two requests.
+        let trending = Trending::new(TrendingLimits {
+            half_life_ms: 3_600_000,
+            max_articles: 10,
+            snapshot_len: 10,
+            refresh_ms: 5,
+        });
+        trending.add("a", 0, 0);
+        assert_eq!(trending.top(0).items.len(), 1);
+        trending.add("b", 1, 1);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(
+            trending.top(1).items.len(),
+            1,
+            "30 ms of wall time, 1 ms of event time"
+        );
+        assert_eq!(trending.top(5).items.len(), 2, "due by event time");
     }
 }
