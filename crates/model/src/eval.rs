@@ -1,5 +1,5 @@
-//! Protocol P1, next-day evaluation (defined in the walking-skeleton issue; every quality figure
-//! of the project uses it).
+//! Protocol P1, next-day evaluation: the yardstick of every offline quality figure (train's
+//! backtest and model choice, `newsrec eval`, the publish gate).
 //!
 //! Evaluated users have at least one training click and at least one test-day click on an
 //! article they did not click in training. Truth(u) = distinct articles clicked on the test day

@@ -1,11 +1,11 @@
-//! Tests for the planner: the worked examples, the edge cases, the price table and the
+//! Tests for the planner: the worked examples of docs/plan.md, the edge cases, the price table and the
 //! properties the rules promise.
 
 use proptest::prelude::*;
 
 use super::*;
 
-/// The shard example as a workload: 8,000 events/s of 750 B, everything else default.
+/// The reference workload as a planner input: 8,000 events/s of 750 B, everything else default.
 fn example_input() -> WorkloadInput {
     WorkloadInput {
         events_per_sec: Some(8_000.0),

@@ -9,7 +9,7 @@
 //! live traffic. Memory is bounded by [`SignalSettings`]; [`Signals::stats`] reports it.
 //!
 //! Pure in-memory state with no I/O: a node shares it between ingest and serve in-process, and
-//! split roles carry the clicks to other nodes (see the binary's `signal_feed`).
+//! split roles carry the clicks to other nodes through `newsrec-feed`.
 
 mod covisit;
 mod decay;

@@ -1,11 +1,14 @@
 //! The daily training job and the offline evaluation, over windows of the lake.
 //!
 //! Consumes the lake's events for `[D - window, D)` (plus D-1 and D for evaluation); produces,
-//! under `runs/<run_id>/`, top-K lists per user and a fallback list as Parquet, and the run
-//! manifest. It fits every configured model (decayed popularity, SAR-style co-occurrence),
+//! under `runs/<run_id>/`, top-K lists per user (in parts), the fallback list, each article's
+//! similar articles and the ALS factors as Parquet, then the run manifest. It fits every
+//! configured model (decayed popularity, SAR-style co-occurrence, implicit-feedback ALS),
 //! backtests the same configuration with protocol P1 on D-1 (and on D when the lake already holds
-//! D), and writes the lists of the model that scored best on the backtest. The models
-//! themselves are in `newsrec-model`; this crate is the I/O and orchestration around them.
+//! D), and writes the lists of the model that scored best on the backtest. Every unit of work is
+//! followed by a checkpoint ([`checkpoint`]), so an interrupted job resumes to the same bytes.
+//! The models themselves are in `newsrec-model`; this crate is the I/O and orchestration around
+//! them.
 
 pub mod checkpoint;
 mod clicklog;
