@@ -8,8 +8,9 @@
 //! 200 when anything was accepted (202 with `ack = none`), 400 when every record was refused
 //! or the body cannot be split into records, 413 for an oversize body, 429 + `Retry-After`
 //! when the backlog bound is reached, 507 when the log's disk is full, 503 when the log cannot
-//! be written or the node is stopping. On any error status nothing of the request is stored;
-//! retry it (event ids make the retry idempotent downstream).
+//! be written or the node is stopping, 500 for a fault of this node; the error replies are made
+//! by [`IngestError`]. On any error status nothing of the request is acknowledged; retry it
+//! (event ids make the retry idempotent downstream).
 
 use axum::{
     Json, Router,

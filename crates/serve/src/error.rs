@@ -157,51 +157,40 @@ impl ServeError {
     /// The `error` field of the reply: the full message for a caller's fault or a refusal, a
     /// fixed one for a server fault.
     pub fn public_message(&self) -> String {
-        match self {
-            ServeError::Store(error) | ServeError::Unhealthy(error) => {
-                error.failure.public_message().to_owned()
-            }
-            ServeError::Internal(_) => INTERNAL_MESSAGE.to_owned(),
-            ServeError::BadRequest(_)
-            | ServeError::InvalidId(_)
-            | ServeError::NotFound(_)
-            | ServeError::MissingKey
-            | ServeError::InvalidKey
-            | ServeError::Overloaded
-            | ServeError::NothingPublished => self.to_string(),
+        match self.server_fault() {
+            Some((message, _)) => message.to_owned(),
+            None => self.to_string(),
         }
     }
 
-    /// Logs the detail a server fault's reply leaves out.
-    fn log_detail(&self) {
+    /// For a server fault, the fixed message sent in place of the error's own text and whether
+    /// the fault is transient; `None` for a caller's fault or a refusal, whose text is the reply.
+    fn server_fault(&self) -> Option<(&'static str, bool)> {
         match self {
-            ServeError::Store(StoreError {
-                failure: StoreFailure::Unavailable,
-                ..
-            })
-            | ServeError::Unhealthy(StoreError {
-                failure: StoreFailure::Unavailable,
-                ..
-            }) => tracing::warn!(error = %self, "store read failed"),
-            ServeError::Store(_) | ServeError::Unhealthy(_) => {
-                tracing::error!(error = %self, "store read failed")
-            }
-            ServeError::Internal(_) => tracing::error!(error = %self, "request failed"),
-            // A caller's fault or a refusal: the reply already says everything.
+            ServeError::Store(error) | ServeError::Unhealthy(error) => Some((
+                error.failure.public_message(),
+                error.failure == StoreFailure::Unavailable,
+            )),
+            ServeError::Internal(_) => Some((INTERNAL_MESSAGE, false)),
             ServeError::BadRequest(_)
             | ServeError::InvalidId(_)
             | ServeError::NotFound(_)
             | ServeError::MissingKey
             | ServeError::InvalidKey
             | ServeError::Overloaded
-            | ServeError::NothingPublished => {}
+            | ServeError::NothingPublished => None,
         }
     }
 }
 
 impl IntoResponse for ServeError {
     fn into_response(self) -> Response {
-        self.log_detail();
+        // The reply leaves a server fault's detail out: this line is where it is kept.
+        match self.server_fault() {
+            Some((_, true)) => tracing::warn!(error = %self, "request failed"),
+            Some((_, false)) => tracing::error!(error = %self, "request failed"),
+            None => {}
+        }
         let status = self.status();
         let message = self.public_message();
         let body = match &self {

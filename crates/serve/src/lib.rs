@@ -578,17 +578,15 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn personalized_fallback_exclusions_and_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    /// The routes over `store` with no keys, no signals and no registry, k 3 of at most 10.
+    fn open_app(store: Arc<dyn RecStore>) -> Router {
         let guard = Guard {
             keys: auth::ApiKeys::default(),
             admin_keys: auth::ApiKeys::default(),
             shedder: shed::Shedder::new(64, Duration::from_millis(50)),
         };
         let state = ServeState {
-            store: store.clone(),
+            store,
             default_k: 3,
             max_k: 10,
             metrics: None,
@@ -596,7 +594,14 @@ mod tests {
             blend: Blend::default(),
             articles: None,
         };
-        let app = router(state, guard);
+        router(state, guard)
+    }
+
+    #[tokio::test]
+    async fn personalized_fallback_exclusions_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let app = open_app(store.clone());
         let (status, body) = get(&app, "/v1/users/u1/recommendations").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 
@@ -754,21 +759,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_store_is_unavailable_without_detail() {
-        let guard = Guard {
-            keys: auth::ApiKeys::default(),
-            admin_keys: auth::ApiKeys::default(),
-            shedder: shed::Shedder::new(64, Duration::from_millis(50)),
-        };
-        let state = ServeState {
-            store: Arc::new(BrokenStore),
-            default_k: 3,
-            max_k: 10,
-            metrics: None,
-            signals: None,
-            blend: Blend::default(),
-            articles: None,
-        };
-        let app = router(state, guard);
+        let app = open_app(Arc::new(BrokenStore));
         for uri in [
             "/v1/users/u1/recommendations",
             "/v1/articles/a1/similar",
