@@ -14,11 +14,12 @@ use std::sync::Arc;
 use axum::{
     body::Body,
     extract::State,
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
 use crate::{
+    error::add_retry_after,
     firehose::{
         self, FirehoseError, Op, PutRecordBatchReply, PutRecordReply, RecordResponse, WireResponse,
         parse_request, record_id, records_to_events,
@@ -29,24 +30,25 @@ use crate::{
 use newsrec_lake::ErrorRecord;
 
 fn wire(response: WireResponse) -> Response {
-    let mut built = (
-        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        [(header::CONTENT_TYPE, response.content_type)],
-        response.body,
+    add_retry_after(
+        (
+            StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            [(header::CONTENT_TYPE, response.content_type)],
+            response.body,
+        )
+            .into_response(),
     )
-        .into_response();
-    if response.status == 503 {
-        built
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    built
 }
 
 fn failure(error: &FirehoseError) -> Response {
     metrics::counter!("newsrec_ingest_firehose_errors_total", "exception" => error.kind().exception_name())
         .increment(1);
-    tracing::info!(%error, "firehose call refused");
+    match error {
+        // The reply leaves the detail out: this line is where it is kept.
+        FirehoseError::Unavailable { .. } => tracing::warn!(%error, "firehose call not stored"),
+        FirehoseError::Internal { .. } => tracing::error!(%error, "firehose call failed"),
+        _ => tracing::info!(%error, "firehose call refused"),
+    }
     wire(error.to_wire())
 }
 
@@ -89,7 +91,7 @@ pub(crate) async fn post_firehose(
         Ok(Err(error)) => return failure(&error),
         Err(join) => {
             return failure(&FirehoseError::Internal {
-                reason: join.to_string(),
+                detail: format!("parsing the call: {join}"),
             });
         }
     };
@@ -146,7 +148,7 @@ pub(crate) async fn post_firehose(
         }
         Err(error) => {
             return failure(&FirehoseError::Unavailable {
-                reason: error.to_string(),
+                detail: error.to_string(),
             });
         }
     };

@@ -8,8 +8,9 @@
 //! 200 when anything was accepted (202 with `ack = none`), 400 when every record was refused
 //! or the body cannot be split into records, 413 for an oversize body, 429 + `Retry-After`
 //! when the backlog bound is reached, 507 when the log's disk is full, 503 when the log cannot
-//! be written or the node is stopping. On any error status nothing of the request is stored;
-//! retry it (event ids make the retry idempotent downstream).
+//! be written or the node is stopping, 500 for a fault of this node; the error replies are made
+//! by [`IngestError`]. On any error status nothing of the request is acknowledged; retry it
+//! (event ids make the retry idempotent downstream).
 
 use axum::{
     Json, Router,
@@ -24,9 +25,9 @@ use std::sync::Arc;
 use newsrec_event::{ClickEvent, Rejection, parse_body};
 use serde::Serialize;
 
-use crate::pipeline::{AckMode, IngestHandle, Submission, SubmitError};
+use crate::error::IngestError;
+use crate::pipeline::{AckMode, IngestHandle, Submission};
 use newsrec_lake::ErrorRecord;
-use newsrec_wal::AppendError;
 
 /// Called with a request's events once they are acknowledged (e.g. to update real-time signals).
 pub type AcceptedHook = Arc<dyn Fn(&[ClickEvent]) + Send + Sync>;
@@ -60,57 +61,6 @@ pub struct IngestReply {
     pub rejected: Vec<Rejection>,
 }
 
-/// Why a request as a whole failed.
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error("request body exceeds {limit} bytes; split it into smaller requests")]
-    BodyTooLarge { limit: usize },
-    #[error("cannot read request body: {0}")]
-    BodyRead(String),
-    #[error(transparent)]
-    Body(#[from] newsrec_event::BodyError),
-    #[error(transparent)]
-    Submit(#[from] SubmitError),
-}
-
-impl IngestError {
-    /// The one place ingest errors become HTTP statuses.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::BodyRead(_) | IngestError::Body(_) => StatusCode::BAD_REQUEST,
-            IngestError::Submit(SubmitError::Backpressure { .. }) => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::Submit(SubmitError::Log(AppendError::DiskFull(_))) => {
-                StatusCode::INSUFFICIENT_STORAGE
-            }
-            IngestError::Submit(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-}
-
-impl IntoResponse for IngestError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let mut response = (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
-        if matches!(
-            status,
-            StatusCode::SERVICE_UNAVAILABLE
-                | StatusCode::TOO_MANY_REQUESTS
-                | StatusCode::INSUFFICIENT_STORAGE
-        ) {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
-        }
-        response
-    }
-}
-
 /// The ingest routes.
 pub fn router(state: IngestState) -> Router {
     Router::new()
@@ -140,7 +90,7 @@ async fn post_events(
     let max_records = state.max_records_per_request;
     let parsed = tokio::task::spawn_blocking(move || parse_body(&bytes, max_records))
         .await
-        .map_err(|join| IngestError::BodyRead(join.to_string()))??;
+        .map_err(|join| IngestError::Internal(format!("parsing the body: {join}")))??;
     let accepted = parsed.events.len();
     metrics::counter!("newsrec_ingest_events_rejected_total")
         .increment(parsed.rejected.len() as u64);
@@ -167,10 +117,7 @@ async fn post_events(
         events: Arc::clone(&events),
         errors,
     };
-    if let Err(error) = state.pipeline.submit(submission, state.ack).await {
-        tracing::warn!(%error, events = accepted, "request not stored");
-        return Err(error.into());
-    }
+    state.pipeline.submit(submission, state.ack).await?;
     // Only acknowledged events reach the hook, so it never sees an event the log lacks.
     if let Some(hook) = &state.on_accepted {
         hook(&events);

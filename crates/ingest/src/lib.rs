@@ -6,13 +6,15 @@
 //! records per request, buffer size and age, and the backlog not yet in the lake. [`firehose`] parses the
 //! Amazon Data Firehose API (`PutRecord`, `PutRecordBatch`) for producers that already speak it.
 
+mod error;
 pub mod firehose;
 mod firehose_route;
 mod http;
 pub mod import;
 mod pipeline;
 
-pub use http::{AcceptedHook, IngestError, IngestReply, IngestState, router};
+pub use error::IngestError;
+pub use http::{AcceptedHook, IngestReply, IngestState, router};
 pub use pipeline::{
     AckMode, IngestHandle, PipelineOptions, PipelineStats, PipelineTask, ReplayReport, StartError,
     Submission, SubmitError, start,

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use axum::{
-    Json,
     extract::{Request, State},
-    http::{HeaderValue, StatusCode, header},
+    http::header,
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use subtle::ConstantTimeEq;
+
+use crate::ServeError;
 
 /// The keys accepted by one set of routes.
 #[derive(Debug, Clone, Default)]
@@ -49,21 +50,7 @@ pub async fn require_key(State(keys): State<ApiKeys>, request: Request, next: Ne
         .and_then(|value| value.strip_prefix("Bearer "));
     match presented {
         Some(key) if keys.accepts(key) => next.run(request).await,
-        _ => {
-            let message = if presented.is_some() {
-                "invalid API key"
-            } else {
-                "missing API key: send Authorization: Bearer <key>"
-            };
-            let mut response = (
-                StatusCode::UNAUTHORIZED,
-                Json(serde_json::json!({ "error": message })),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        }
+        Some(_) => ServeError::InvalidKey.into_response(),
+        None => ServeError::MissingKey.into_response(),
     }
 }

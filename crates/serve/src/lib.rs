@@ -5,13 +5,16 @@
 //! `/healthz`, and `/metrics` when given a renderer. Users without a list, or whose list runs
 //! short after exclusions, get the generation's fallback (popularity) list, and every item says
 //! which it came from. A background refresher picks up generations published by other processes.
+//! Every error reply, of the routes and of the key and shedding middleware, is made by [`error`].
 
 pub mod articles;
 pub mod auth;
 pub mod blend;
+pub mod error;
 pub mod shed;
 
 pub use blend::Blend;
+pub use error::{ServeError, StoreError, StoreFailure};
 
 use std::{
     collections::HashSet,
@@ -26,6 +29,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use newsrec_event::{MAX_ID_BYTES, validate_id};
 use newsrec_kv::{Generation, KvError, RecStore};
 use newsrec_signals::Signals;
 use serde::{Deserialize, Serialize};
@@ -33,8 +37,6 @@ use serde::{Deserialize, Serialize};
 /// Renders the Prometheus exposition text.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// Longest accepted user or article id (bytes), as in the event contract.
-const MAX_ID_BYTES: usize = 256;
 /// Most ids accepted in `exclude`.
 const MAX_EXCLUDE: usize = 1_000;
 
@@ -115,48 +117,6 @@ struct RecommendationQuery {
     exclude: Option<String>,
 }
 
-/// Why a request failed.
-#[derive(Debug)]
-enum ServeError {
-    BadRequest(String),
-    NotFound(String),
-    Internal(String),
-    NothingPublished,
-    Store(KvError),
-}
-
-impl IntoResponse for ServeError {
-    fn into_response(self) -> Response {
-        let (status, message) = match self {
-            ServeError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
-            ServeError::NotFound(message) => (StatusCode::NOT_FOUND, message),
-            ServeError::Internal(message) => {
-                tracing::error!(%message, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, message)
-            }
-            ServeError::NothingPublished => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no generation is published yet: run `newsrec train` then `newsrec publish`"
-                    .to_owned(),
-            ),
-            ServeError::Store(error) => {
-                tracing::error!(%error, "store read failed");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("store unavailable: {error}"),
-                )
-            }
-        };
-        let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
-
 /// The serving routes: recommendations behind the API keys and the load shedder; `/healthz`
 /// and `/metrics` open, so probes and scrapers work even when the node sheds load.
 pub fn router(state: ServeState, guard: Guard) -> Router {
@@ -206,7 +166,7 @@ async fn similar_articles(
     Path(article_id): Path<String>,
     Query(query): Query<SimilarQuery>,
 ) -> Result<Response, ServeError> {
-    validate_id("article id", &article_id)?;
+    validate_id("article_id", &article_id)?;
     let k = query.k.unwrap_or(state.default_k);
     if k == 0 || k > state.max_k {
         return Err(ServeError::BadRequest(format!(
@@ -214,12 +174,7 @@ async fn similar_articles(
             state.max_k
         )));
     }
-    let Some(list) = state
-        .store
-        .similar_list(&article_id)
-        .await
-        .map_err(ServeError::Store)?
-    else {
+    let Some(list) = state.store.similar_list(&article_id).await? else {
         return Err(ServeError::NotFound(format!(
             "no similar articles known for {article_id:?} in the current generation"
         )));
@@ -297,7 +252,7 @@ async fn register_articles(
     let registry = Arc::clone(registry);
     tokio::task::spawn_blocking(move || registry.register(accepted))
         .await
-        .map_err(|join| ServeError::Internal(join.to_string()))?
+        .map_err(|join| ServeError::Internal(format!("registering articles: {join}")))?
         .map_err(|error| ServeError::Internal(error.to_string()))?;
     let status = if registered == 0 && !rejected.is_empty() {
         StatusCode::BAD_REQUEST
@@ -324,14 +279,7 @@ fn article_from_json(record: &serde_json::Value) -> Result<articles::ArticleMeta
         }
         None => return Err("field \"article_id\": is required but missing".into()),
     };
-    if article_id.is_empty()
-        || article_id.len() > MAX_ID_BYTES
-        || article_id.chars().any(char::is_control)
-    {
-        return Err(format!(
-            "field \"article_id\": must be 1 to {MAX_ID_BYTES} bytes without control characters"
-        ));
-    }
+    validate_id("article_id", &article_id).map_err(|error| error.to_string())?;
     let time = |field: &'static str| -> Result<Option<i64>, String> {
         match object.get(field) {
             None | Some(serde_json::Value::Null) => Ok(None),
@@ -395,22 +343,13 @@ pub fn spawn_refresher(
     })
 }
 
-fn validate_id(what: &str, id: &str) -> Result<(), ServeError> {
-    if id.is_empty() || id.len() > MAX_ID_BYTES || id.chars().any(char::is_control) {
-        return Err(ServeError::BadRequest(format!(
-            "{what} must be 1 to {MAX_ID_BYTES} bytes without control characters"
-        )));
-    }
-    Ok(())
-}
-
 async fn recommendations(
     State(state): State<ServeState>,
     Path(user_id): Path<String>,
     Query(query): Query<RecommendationQuery>,
 ) -> Result<Response, ServeError> {
     let started = Instant::now();
-    validate_id("user id", &user_id)?;
+    validate_id("user_id", &user_id)?;
     let k = query.k.unwrap_or(state.default_k);
     if k == 0 || k > state.max_k {
         return Err(ServeError::BadRequest(format!(
@@ -431,12 +370,7 @@ async fn recommendations(
             exclude.len()
         )));
     }
-    let answer = recommend(&state, &user_id, k, &exclude, &state.blend)
-        .await
-        .map_err(|error| match error {
-            RecommendError::NothingPublished => ServeError::NothingPublished,
-            RecommendError::Store(error) => ServeError::Store(error),
-        })?;
+    let answer = recommend(&state, &user_id, k, &exclude, &state.blend).await?;
     metrics::counter!("newsrec_serve_requests_total", "source" => if answer.source == Source::Daily { "daily" } else { "fallback" }).increment(1);
     metrics::histogram!("newsrec_serve_seconds").record(started.elapsed().as_secs_f64());
     let mut response = Json(answer).into_response();
@@ -592,37 +526,33 @@ fn take_into(
     }
 }
 
-async fn healthz(State(state): State<ServeState>) -> Response {
-    match state.store.current().await {
-        Ok(current) => Json(serde_json::json!({
-            "status": "ok",
-            "generation": current.as_ref().map(|info| info.generation),
-            "run_id": current.as_ref().map(|info| info.run_id.clone()),
-            // Lists are served while the cache warms, only slower: a load balancer may wait.
-            "warming": state.store.warming(),
-        }))
-        .into_response(),
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "store unavailable", "error": error.to_string() })),
-        )
-            .into_response(),
-    }
+async fn healthz(State(state): State<ServeState>) -> Result<Response, ServeError> {
+    let current = state
+        .store
+        .current()
+        .await
+        .map_err(|error| ServeError::Unhealthy(error.into()))?;
+    Ok(Json(serde_json::json!({
+        "status": "ok",
+        "generation": current.as_ref().map(|info| info.generation),
+        "run_id": current.as_ref().map(|info| info.run_id.clone()),
+        // Lists are served while the cache warms, only slower: a load balancer may wait.
+        "warming": state.store.warming(),
+    }))
+    .into_response())
 }
 
-async fn render_metrics(State(state): State<ServeState>) -> Response {
-    match &state.metrics {
-        Some(render) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            render(),
-        )
-            .into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            "metrics are not enabled on this node",
-        )
-            .into_response(),
-    }
+async fn render_metrics(State(state): State<ServeState>) -> Result<Response, ServeError> {
+    let Some(render) = &state.metrics else {
+        return Err(ServeError::NotFound(
+            "metrics are not enabled on this node".into(),
+        ));
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(),
+    )
+        .into_response())
 }
 
 #[cfg(test)]
@@ -648,17 +578,15 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn personalized_fallback_exclusions_and_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    /// The routes over `store` with no keys, no signals and no registry, k 3 of at most 10.
+    fn open_app(store: Arc<dyn RecStore>) -> Router {
         let guard = Guard {
             keys: auth::ApiKeys::default(),
             admin_keys: auth::ApiKeys::default(),
             shedder: shed::Shedder::new(64, Duration::from_millis(50)),
         };
         let state = ServeState {
-            store: store.clone(),
+            store,
             default_k: 3,
             max_k: 10,
             metrics: None,
@@ -666,7 +594,14 @@ mod tests {
             blend: Blend::default(),
             articles: None,
         };
-        let app = router(state, guard);
+        router(state, guard)
+    }
+
+    #[tokio::test]
+    async fn personalized_fallback_exclusions_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let app = open_app(store.clone());
         let (status, body) = get(&app, "/v1/users/u1/recommendations").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 
@@ -705,11 +640,25 @@ mod tests {
         let (status, body) = get(&app, "/v1/users/u1/recommendations?k=0").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"], "k must be 1..=10, got 0");
-        let (status, _) = get(&app, "/v1/users/a%0Ab/recommendations").await;
+        let (status, body) = get(&app, "/v1/users/a%0Ab/recommendations").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body["error"], "user_id must not contain control characters (found one at character 1)",
+            "the event contract's rule and wording"
+        );
+        let long = "x".repeat(newsrec_event::MAX_ID_BYTES + 1);
+        let (status, body) = get(&app, &format!("/v1/articles/{long}/similar")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body["error"],
+            "article_id is 257 bytes, at most 256 allowed"
+        );
         let (status, body) = get(&app, "/healthz").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["run_id"], "run-1");
+        let (status, body) = get(&app, "/metrics").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"], "metrics are not enabled on this node");
     }
 
     /// Delays every list lookup, to hold requests in flight.
@@ -755,6 +704,87 @@ mod tests {
         ) -> Result<Option<newsrec_kv::StoredList>, KvError> {
             self.0.similar_list(article_id).await
         }
+    }
+
+    /// Fails every call, with an error naming a path a caller must never see.
+    #[derive(Debug)]
+    struct BrokenStore;
+
+    fn broken() -> KvError {
+        KvError::Io {
+            path: "/var/lib/newsrec/secret-kv".into(),
+            source: std::io::Error::other("disk controller reset"),
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl RecStore for BrokenStore {
+        async fn create_generation(
+            &self,
+            _run_id: &str,
+        ) -> Result<Box<dyn newsrec_kv::GenerationWriter>, KvError> {
+            Err(broken())
+        }
+        async fn generations(&self) -> Result<Vec<newsrec_kv::GenerationInfo>, KvError> {
+            Err(broken())
+        }
+        async fn current(&self) -> Result<Option<newsrec_kv::GenerationInfo>, KvError> {
+            Err(broken())
+        }
+        async fn activate(&self, _generation: Generation) -> Result<(), KvError> {
+            Err(broken())
+        }
+        async fn prune(&self, _keep: usize) -> Result<Vec<Generation>, KvError> {
+            Err(broken())
+        }
+        async fn refresh(&self) -> Result<bool, KvError> {
+            Err(broken())
+        }
+        async fn user_list(
+            &self,
+            _user_id: &str,
+        ) -> Result<Option<newsrec_kv::StoredList>, KvError> {
+            Err(broken())
+        }
+        async fn fallback_list(&self) -> Result<Option<newsrec_kv::StoredList>, KvError> {
+            Err(broken())
+        }
+        async fn similar_list(
+            &self,
+            _article_id: &str,
+        ) -> Result<Option<newsrec_kv::StoredList>, KvError> {
+            Err(broken())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_is_unavailable_without_detail() {
+        let app = open_app(Arc::new(BrokenStore));
+        for uri in [
+            "/v1/users/u1/recommendations",
+            "/v1/articles/a1/similar",
+            "/healthz",
+        ] {
+            let response = app
+                .clone()
+                .oneshot(axum::http::Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1", "{uri}");
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(body["error"], "store unavailable", "{uri}");
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains("secret-kv"),
+                "{uri}: {body}"
+            );
+        }
+        let (_, body) = get(&app, "/healthz").await;
+        assert_eq!(
+            body["status"], "store unavailable",
+            "the probe's field stays"
+        );
     }
 
     #[tokio::test]

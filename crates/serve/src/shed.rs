@@ -7,13 +7,13 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::{
-    Json,
     extract::{Request, State},
-    http::{HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use tokio::sync::Semaphore;
+
+use crate::ServeError;
 
 /// The shedding policy of one set of routes.
 #[derive(Debug, Clone)]
@@ -45,15 +45,7 @@ pub async fn shed_load(State(shedder): State<Shedder>, request: Request, next: N
     };
     let Some(_permit) = permit else {
         metrics::counter!("newsrec_serve_shed_total").increment(1);
-        let mut response = (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "error": "overloaded: too many requests in flight; retry shortly" })),
-        )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        return ServeError::Overloaded.into_response();
     };
     next.run(request).await
 }

@@ -3,7 +3,9 @@
 //!
 //! The SDKs branch on the exception name (`__type` in the body), not on the status: a wrong name
 //! turns a retryable failure into a fatal one or the reverse, so each variant's [`ErrorKind`] is
-//! chosen to match what Firehose itself answers for the same fault.
+//! chosen to match what Firehose itself answers for the same fault. A fault of this node is sent
+//! with a fixed message ([`FirehoseError::public_message`]); the failure beneath it, which can
+//! name the node's paths, is only in the error's `Display`, for the log.
 
 use serde::Serialize;
 
@@ -103,11 +105,13 @@ pub enum FirehoseError {
     /// which some producers match on.
     #[error("Slow down.")]
     SlowDown,
-    /// The data could not be stored durably; nothing of the call is acknowledged.
-    #[error("{reason}; retry the call")]
-    Unavailable { reason: String },
-    #[error("internal failure: {reason}; retry the call")]
-    Internal { reason: String },
+    /// The data could not be stored durably; nothing of the call is acknowledged. `detail` is
+    /// logged, never sent.
+    #[error("{detail}; retry the call")]
+    Unavailable { detail: String },
+    /// `detail` is logged, never sent.
+    #[error("internal failure: {detail}; retry the call")]
+    Internal { detail: String },
 }
 
 impl FirehoseError {
@@ -135,6 +139,27 @@ impl FirehoseError {
         self.kind().status()
     }
 
+    /// The `message` sent: the full message for a caller's fault or throttling, a fixed one for
+    /// a fault of this node.
+    pub fn public_message(&self) -> String {
+        match self {
+            FirehoseError::Unavailable { .. } => {
+                "the data could not be stored durably; retry the call".to_owned()
+            }
+            FirehoseError::Internal { .. } => "internal failure; retry the call".to_owned(),
+            FirehoseError::UnknownOperation { .. }
+            | FirehoseError::Serialization { .. }
+            | FirehoseError::InvalidStreamName { .. }
+            | FirehoseError::NoRecords
+            | FirehoseError::TooManyRecords { .. }
+            | FirehoseError::RecordTooLarge { .. }
+            | FirehoseError::CallTooLarge { .. }
+            | FirehoseError::BodyTooLarge { .. }
+            | FirehoseError::StreamNotFound { .. }
+            | FirehoseError::SlowDown => self.to_string(),
+        }
+    }
+
     /// The full reply: status, content type and `{"__type": "...", "message": "..."}`.
     pub fn to_wire(&self) -> WireResponse {
         let kind = self.kind();
@@ -142,7 +167,7 @@ impl FirehoseError {
             kind.status(),
             json_body(&ErrorBody {
                 exception: kind.exception_name(),
-                message: self.to_string(),
+                message: self.public_message(),
             }),
         )
     }
@@ -239,13 +264,13 @@ mod tests {
             (FirehoseError::SlowDown, "ServiceUnavailableException", 503),
             (
                 FirehoseError::Unavailable {
-                    reason: "lake write failed".into(),
+                    detail: "lake write failed".into(),
                 },
                 "ServiceUnavailableException",
                 503,
             ),
             (
-                FirehoseError::Internal { reason: "x".into() },
+                FirehoseError::Internal { detail: "x".into() },
                 "InternalFailure",
                 500,
             ),
@@ -254,8 +279,32 @@ mod tests {
             let (got_status, body) = wire_json(&error);
             assert_eq!(got_status, status, "{error:?}");
             assert_eq!(body["__type"], exception, "{error:?}");
-            assert_eq!(body["message"], error.to_string());
+            assert_eq!(body["message"], error.public_message());
+            if status < 500 {
+                assert_eq!(body["message"], error.to_string());
+            }
             assert_eq!(body.as_object().unwrap().len(), 2);
+        }
+    }
+
+    #[test]
+    fn faults_of_the_node_send_no_internal_detail() {
+        let detail = "writing the write-ahead log failed (/var/lib/newsrec/secret-wal: Input/output \
+                      error)";
+        for error in [
+            FirehoseError::Unavailable {
+                detail: detail.into(),
+            },
+            FirehoseError::Internal {
+                detail: detail.into(),
+            },
+        ] {
+            assert!(error.to_string().contains("secret-wal"), "kept for the log");
+            let (status, body) = wire_json(&error);
+            assert!(status >= 500);
+            let message = body["message"].as_str().unwrap();
+            assert!(!message.contains("secret-wal"), "{message}");
+            assert!(message.ends_with("retry the call"), "{message}");
         }
     }
 
