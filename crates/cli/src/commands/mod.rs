@@ -1,8 +1,6 @@
 //! The command line: global options, one module per command.
 
 mod bench;
-mod bench_ingest;
-mod bench_train;
 mod demo;
 mod eval;
 mod import;
@@ -63,7 +61,7 @@ pub enum Command {
     /// Capacity and cost plan for a workload
     Plan(plan::PlanArgs),
     /// Benchmark a stage against its peer on this machine (newsrec bench serve)
-    Bench(bench::BenchArgs),
+    Bench(newsrec_bench::BenchArgs),
 }
 
 /// Sets up logging to stderr.
