@@ -6,12 +6,15 @@
 //! backtests the same configuration with protocol P1 on D-1 (and on D when the lake already holds
 //! D), and writes the lists of the model that scored best on the backtest. The models
 //! themselves are in `newsrec-model`; this crate is the I/O and orchestration around them.
+//! [`spot`] runs the job as managed spot training would: a child process interrupted and
+//! restarted until done or out of budget, with a savings report priced from `newsrec-plan`.
 
 pub mod checkpoint;
 mod clicklog;
 mod control;
 mod evaluate;
 mod job;
+pub mod spot;
 
 pub use checkpoint::CheckpointStore;
 pub use clicklog::ClickLog;
