@@ -411,7 +411,13 @@ async fn the_spot_runner_honours_max_wait_and_its_report_adds_up() {
         figure("training_s") + figure("waiting_s") <= figure("wall_s") + 0.05,
         "{report}"
     );
-    let ratio = 0.07 / 0.23;
+    // Priced as `newsrec plan` prices newsrec's training instance: one price table.
+    let prices = newsrec_plan::PriceTable::defaults();
+    let on_demand = prices.value(newsrec_plan::PriceName::NewsrecTrainingOnDemandHour);
+    let spot = prices.value(newsrec_plan::PriceName::NewsrecTrainingSpotHour);
+    assert_eq!(figure("on_demand_price_per_hour"), on_demand, "{report}");
+    assert_eq!(figure("spot_price_per_hour"), spot, "{report}");
+    let ratio = spot / on_demand;
     assert!(
         (figure("billable_s") - figure("training_s") * ratio).abs() < 1e-6,
         "{report}"
@@ -422,7 +428,7 @@ async fn the_spot_runner_honours_max_wait_and_its_report_adds_up() {
         "{report}"
     );
     assert!(
-        (figure("spot_cost_usd") - figure("training_s") / 3600.0 * 0.07).abs() < 1e-12,
+        (figure("spot_cost_usd") - figure("training_s") / 3600.0 * spot).abs() < 1e-12,
         "{report}"
     );
     // The run is not complete, and its checkpoints wait for the next attempt.

@@ -127,9 +127,6 @@ pub struct SpotConfig {
     /// Base URL of the instance metadata service (IMDSv2).
     pub metadata_url: String,
     pub notice_poll_ms: u64,
-    /// Prices of the training machine, USD per hour, for the `--spot` runner's savings report.
-    pub on_demand_price_per_hour: f64,
-    pub spot_price_per_hour: f64,
     /// Simulated wait for spot capacity after an interruption (`--spot` runner), ms.
     pub capacity_delay_ms: u64,
 }
@@ -150,8 +147,6 @@ impl Default for SpotConfig {
             notice: false,
             metadata_url: "http://169.254.169.254".into(),
             notice_poll_ms: 5_000,
-            on_demand_price_per_hour: 0.23,
-            spot_price_per_hour: 0.07,
             capacity_delay_ms: 2_000,
         }
     }
@@ -714,17 +709,6 @@ impl Config {
             );
         }
         let spot = &train.spot;
-        for (key, price) in [
-            (
-                "train.spot.on_demand_price_per_hour",
-                spot.on_demand_price_per_hour,
-            ),
-            ("train.spot.spot_price_per_hour", spot.spot_price_per_hour),
-        ] {
-            if !(price > 0.0 && price.is_finite()) {
-                return invalid(key, format!("must be > 0, got {price}"));
-            }
-        }
         if spot.notice_poll_ms == 0 {
             return invalid("train.spot.notice_poll_ms", "must be > 0".into());
         }

@@ -6,6 +6,7 @@
 //! `object_store`; this crate owns only the *layout* (see `docs/lake-layout.md`): partition paths,
 //! the Parquet encoding, and where a training run puts its output.
 
+mod count;
 mod error;
 mod errors;
 mod events;
@@ -14,6 +15,7 @@ pub mod manifest;
 pub mod recs;
 mod runs;
 
+pub use count::EventCount;
 pub use error::LakeError;
 pub use errors::ErrorRecord;
 pub use events::{EventColumns, TimeWindow, WrittenObject};

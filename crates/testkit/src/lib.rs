@@ -6,9 +6,13 @@
 //! day/night cycle, and an election-night spike of many times the normal traffic on one evening.
 //! The same config and seed always give the same stream. [`runs`] writes training runs of a
 //! given shape straight into a lake, for tests that need one without training; [`fill_lake`]
-//! writes a stream into one.
+//! writes a stream into one; [`recent_reading`] is a burst of the last two hours' clicks, for
+//! warming real-time signals before a benchmark.
 
+mod recent;
 pub mod runs;
+
+pub use recent::recent_reading;
 
 use chrono::NaiveDate;
 use newsrec_event::ClickEvent;

@@ -2,7 +2,8 @@
 //!
 //! The job polls [`StopSignal`] between units of work (one ALS iteration, one evaluation, one
 //! part of the lists), so a stop is honoured within one unit, after the unit's checkpoint. What
-//! raises it (SIGTERM, SIGINT, a spot interruption notice) is the binary's business.
+//! raises it is the caller's business: the binary raises it on SIGTERM and SIGINT, and
+//! [`crate::spot::notice`] on an EC2 spot interruption notice.
 
 use std::sync::{
     Arc, Mutex,

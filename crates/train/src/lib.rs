@@ -8,13 +8,15 @@
 //! D), and writes the lists of the model that scored best on the backtest. Every unit of work is
 //! followed by a checkpoint ([`checkpoint`]), so an interrupted job resumes to the same bytes.
 //! The models themselves are in `newsrec-model`; this crate is the I/O and orchestration around
-//! them.
+//! them. [`spot`] runs the job as managed spot training would: a child process interrupted and
+//! restarted until done or out of budget, with a savings report priced from `newsrec-plan`.
 
 pub mod checkpoint;
 mod clicklog;
 mod control;
 mod evaluate;
 mod job;
+pub mod spot;
 
 pub use checkpoint::CheckpointStore;
 pub use clicklog::ClickLog;

@@ -1,8 +1,6 @@
 //! The command line: global options, one module per command.
 
 mod bench;
-mod bench_ingest;
-mod bench_train;
 mod demo;
 mod eval;
 mod import;
@@ -16,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use newsrec_config::Config;
+use newsrec_train::spot;
 
 /// newsrec: personalised news recommendations, self-hosted. Clicks in over HTTP, a lake of
 /// Parquet, a daily model, lists served in milliseconds.
@@ -63,7 +62,7 @@ pub enum Command {
     /// Capacity and cost plan for a workload
     Plan(plan::PlanArgs),
     /// Benchmark a stage against its peer on this machine (newsrec bench serve)
-    Bench(bench::BenchArgs),
+    Bench(newsrec_bench::BenchArgs),
 }
 
 /// Sets up logging to stderr.
@@ -90,19 +89,22 @@ pub fn init_logging(cli: &Cli) {
         .try_init();
 }
 
-/// The process exit code for a failed command: [`train::EXIT_INTERRUPTED`] (75) when a job
-/// stopped on a signal or spot notice after saving its progress, 124 when a `--spot` run spent
-/// its time budget, 1 otherwise.
+/// The process exit code for a failed command: [`spot::EXIT_INTERRUPTED`] (75) when a job
+/// stopped on a signal or spot notice after saving its progress, [`spot::EXIT_BUDGET_SPENT`]
+/// (124) when a `--spot` run spent its time budget, 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
         if matches!(
             cause.downcast_ref::<newsrec_train::TrainError>(),
             Some(newsrec_train::TrainError::Interrupted { .. })
         ) {
-            return train::EXIT_INTERRUPTED;
+            return spot::EXIT_INTERRUPTED;
         }
-        if cause.downcast_ref::<train::BudgetSpent>().is_some() {
-            return train::EXIT_BUDGET_SPENT;
+        if matches!(
+            cause.downcast_ref::<spot::SpotError>(),
+            Some(spot::SpotError::BudgetSpent { .. })
+        ) {
+            return spot::EXIT_BUDGET_SPENT;
         }
     }
     1

@@ -2,8 +2,7 @@
 //! `--spot` runner that plays managed spot training locally.
 
 mod sagemaker;
-mod spot_notice;
-mod spot_runner;
+mod spot;
 
 use std::{
     path::{Path, PathBuf},
@@ -15,19 +14,17 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use newsrec_config::Config;
 use newsrec_lake::{Lake, RunManifest};
-use newsrec_train::{JobControl, StopSignal, TrainProgress, TrainRequest, train_with};
+use newsrec_train::{
+    JobControl, StopSignal, TrainProgress, TrainRequest, spot::EXIT_INTERRUPTED, train_with,
+};
 
 pub use sagemaker::SageMaker;
-pub use spot_runner::{BudgetSpent, EXIT_BUDGET_SPENT, SpotArgs};
+pub use spot::SpotArgs;
 
 use crate::{
     output,
     settings::{open_lake, train_settings},
 };
-
-/// Exit code of a job stopped by SIGTERM, SIGINT or a spot notice after saving its progress
-/// (`EX_TEMPFAIL`: run the same command again to resume).
-pub const EXIT_INTERRUPTED: u8 = 75;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
@@ -72,8 +69,7 @@ pub async fn run(config: &Config, globals: &Globals, args: TrainArgs) -> anyhow:
             (None, Some(date)) => default_run_id(date),
             (None, None) => anyhow::bail!("--spot needs --date (or --run-id)"),
         };
-        let report = spot_runner::run(config, globals, &args, &run_id).await?;
-        return spot_runner::finish(report, &args.spot);
+        return spot::run(config, globals, &args, &run_id).await;
     }
     let sagemaker = SageMaker::detect(|name| std::env::var(name).ok())?;
     let date = match (args.date, &sagemaker) {
@@ -162,7 +158,7 @@ pub async fn run(config: &Config, globals: &Globals, args: TrainArgs) -> anyhow:
             .then(|| config.train.spot.metadata_url.clone())
     });
     let watcher = notice_url.map(|url| {
-        tokio::spawn(spot_notice::watch(
+        tokio::spawn(newsrec_train::spot::notice::watch(
             url,
             Duration::from_millis(config.train.spot.notice_poll_ms),
             stop.clone(),

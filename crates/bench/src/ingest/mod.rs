@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context;
+use newsrec_lake::{EventCount, Lake};
 use serde::Serialize;
 
 use self::{
@@ -23,7 +23,7 @@ use self::{
     load::{Outcome, Phase, Sample, Summary, Target},
     processes::Server,
 };
-use crate::output;
+use crate::{BenchError, Format, Report, median};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
@@ -85,16 +85,8 @@ pub struct IngestBenchArgs {
     #[arg(long)]
     pub no_peer: bool,
     /// Output format
-    #[arg(long, value_enum, default_value_t = super::eval::EvalFormat::Table)]
-    pub format: super::eval::EvalFormat,
-}
-
-/// What the lake holds after the node stopped.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-struct LakeCount {
-    objects: u64,
-    events: u64,
-    bytes: u64,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,15 +149,17 @@ struct SpikeReport {
     windows: Vec<SpikeWindow>,
 }
 
-pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (1..=500).contains(&args.batch),
-        "--batch must be 1..=500 (the node's per-request limit)"
-    );
-    anyhow::ensure!(
-        args.connections > 0 && args.runs > 0,
-        "--connections and --runs must be > 0"
-    );
+pub(crate) async fn run(args: IngestBenchArgs) -> Result<Report, BenchError> {
+    if !(1..=500).contains(&args.batch) {
+        return Err(BenchError::InvalidArgs(
+            "--batch must be 1..=500 (the node's per-request limit)".into(),
+        ));
+    }
+    if args.connections == 0 || args.runs == 0 {
+        return Err(BenchError::InvalidArgs(
+            "--connections and --runs must be > 0".into(),
+        ));
+    }
     match args.profile {
         Profile::Steady => steady(args).await,
         Profile::Spike => spike(args).await,
@@ -180,36 +174,23 @@ fn node_env(args: &IngestBenchArgs) -> Vec<(&'static str, String)> {
     vec![("NEWSREC_INGEST__ACK", args.ack.clone())]
 }
 
-/// Stops the node (it flushes on SIGTERM) and counts what reached the lake.
-fn stop_and_count(node: Server, dir: &Path) -> anyhow::Result<LakeCount> {
+/// Stops the node (it flushes on SIGTERM) and counts what reached its lake.
+async fn stop_and_count(node: Server, dir: &Path) -> Result<EventCount, BenchError> {
     node.stop(Duration::from_secs(300))?;
-    count_lake(&dir.join("lake").join("events"))
+    let lake = dir.join("lake");
+    let lake = Lake::open(&lake.display().to_string())?;
+    Ok(lake.count_events().await?)
 }
 
-fn count_lake(dir: &Path) -> anyhow::Result<LakeCount> {
-    let mut count = LakeCount::default();
-    if !dir.exists() {
-        return Ok(count);
+/// Fails when fewer events reached the lake than the node acknowledged.
+fn check_nothing_lost(lake: &EventCount, acked_events: u64) -> Result<(), BenchError> {
+    if lake.events < acked_events {
+        return Err(BenchError::AckedDataLost {
+            lake_events: lake.events,
+            acked_events,
+        });
     }
-    let mut stack = vec![dir.to_owned()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder)? {
-            let entry = entry?;
-            let path = entry.path();
-            if entry.file_type()?.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|ext| ext == "parquet") {
-                let file = std::fs::File::open(&path)?;
-                count.bytes += file.metadata()?.len();
-                let reader = parquet::file::reader::SerializedFileReader::new(file)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                use parquet::file::reader::FileReader;
-                count.events += reader.metadata().file_metadata().num_rows() as u64;
-                count.objects += 1;
-            }
-        }
-    }
-    Ok(count)
+    Ok(())
 }
 
 fn templates(connections: usize, batch: usize) -> Vec<Vec<BodyTemplate>> {
@@ -223,13 +204,8 @@ fn templates(connections: usize, batch: usize) -> Vec<Vec<BodyTemplate>> {
         .collect()
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
-}
-
-async fn steady(args: IngestBenchArgs) -> anyhow::Result<()> {
-    let scratch = tempfile::tempdir().context("creating a scratch folder")?;
+async fn steady(args: IngestBenchArgs) -> Result<Report, BenchError> {
+    let scratch = tempfile::tempdir().map_err(BenchError::io("creating a scratch folder"))?;
     let duration = Duration::from_secs(args.duration);
     let sample_template = BodyTemplate::render(0, 0, args.batch, now_ms());
     let event_bytes = sample_template.len() as f64 / sample_template.events() as f64;
@@ -246,7 +222,7 @@ async fn steady(args: IngestBenchArgs) -> anyhow::Result<()> {
         )
     };
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    let (mut lake, mut rss, mut peer_rss) = (LakeCount::default(), Vec::new(), Vec::new());
+    let (mut lake, mut rss, mut peer_rss) = (EventCount::default(), Vec::new(), Vec::new());
     for run in 1..=args.runs {
         let dir = scratch.path().join(format!("node-{run}"));
         eprintln!(
@@ -261,15 +237,9 @@ async fn steady(args: IngestBenchArgs) -> anyhow::Result<()> {
             load::closed_loop(&target, templates(args.connections, args.batch), duration).await?;
         rss.push(node.peak_rss_mib().unwrap_or(0.0));
         eprintln!("  stopping the node (final flush) and counting the lake…");
-        lake = stop_and_count(node, &dir)?;
+        lake = stop_and_count(node, &dir).await?;
         let summary = load::summarize(&samples, args.duration as f64);
-        if lake.events < summary.acked_events {
-            anyhow::bail!(
-                "the lake holds {} events but {} were acknowledged: acknowledged data was lost",
-                lake.events,
-                summary.acked_events
-            );
-        }
+        check_nothing_lost(&lake, summary.acked_events)?;
         ours.push(summary);
         std::fs::remove_dir_all(&dir).ok();
 
@@ -295,7 +265,7 @@ async fn steady(args: IngestBenchArgs) -> anyhow::Result<()> {
         }
     }
     let pick = |runs: &[Summary], f: fn(&Summary) -> f64| {
-        median(&mut runs.iter().map(f).collect::<Vec<_>>())
+        median(&mut runs.iter().map(f).collect::<Vec<_>>(), 0.0)
     };
     let events_per_sec = pick(&ours, |s| s.events_per_sec);
     let peer_events_per_sec = (!theirs.is_empty()).then(|| pick(&theirs, |s| s.events_per_sec));
@@ -319,23 +289,19 @@ async fn steady(args: IngestBenchArgs) -> anyhow::Result<()> {
         lake_objects: lake.objects,
         lake_events: lake.events,
         lake_mib: lake.bytes as f64 / (1 << 20) as f64,
-        peak_rss_mib: median(&mut rss),
+        peak_rss_mib: median(&mut rss, 0.0),
         peer: peer_name,
         peer_events_per_sec,
         peer_p50_ack_ms: (!theirs.is_empty()).then(|| pick(&theirs, |s| s.p50_ack_ms)),
         peer_p99_ack_ms: (!theirs.is_empty()).then(|| pick(&theirs, |s| s.p99_ack_ms)),
         peer_max_ack_ms: (!theirs.is_empty()).then(|| pick(&theirs, |s| s.max_ack_ms)),
-        peer_peak_rss_mib: (!peer_rss.is_empty()).then(|| median(&mut peer_rss)),
+        peer_peak_rss_mib: (!peer_rss.is_empty()).then(|| median(&mut peer_rss, 0.0)),
         ratio: peer_events_per_sec.map(|peer| events_per_sec / peer.max(1e-9)),
     };
-    match args.format {
-        super::eval::EvalFormat::Json => println!("{}", serde_json::to_string(&report)?),
-        super::eval::EvalFormat::Table => print_steady(&report),
-    }
-    Ok(())
+    Report::of(args.format, &report, steady_table)
 }
 
-fn print_steady(report: &SteadyReport) {
+fn steady_table(report: &SteadyReport) -> (Vec<Vec<String>>, Vec<String>) {
     let ms = |value: f64| format!("{value:.2}");
     let opt = |value: Option<f64>, f: &dyn Fn(f64) -> String| value.map_or("-".into(), f);
     let rows = vec![
@@ -369,32 +335,34 @@ fn print_steady(report: &SteadyReport) {
             opt(report.peer_peak_rss_mib, &|v| format!("{v:.0}")),
         ],
     ];
-    print!("{}", output::table(&rows));
-    println!(
-        "{} connections x {}-event batches (~{:.0} B/event), {} s, median of {} run(s); peer: {}",
-        report.connections,
-        report.batch,
-        report.event_bytes,
-        report.duration_s,
-        report.runs,
-        report.peer
-    );
-    println!(
-        "lake (last run): {} objects, {} events, {:.1} MiB; acknowledged {}; 429/503: {}; failed: {}",
-        report.lake_objects,
-        report.lake_events,
-        report.lake_mib,
-        report.acked_events,
-        report.throttled,
-        report.failed
-    );
+    let mut notes = vec![
+        format!(
+            "{} connections x {}-event batches (~{:.0} B/event), {} s, median of {} run(s); peer: {}",
+            report.connections,
+            report.batch,
+            report.event_bytes,
+            report.duration_s,
+            report.runs,
+            report.peer
+        ),
+        format!(
+            "lake (last run): {} objects, {} events, {:.1} MiB; acknowledged {}; 429/503: {}; failed: {}",
+            report.lake_objects,
+            report.lake_events,
+            report.lake_mib,
+            report.acked_events,
+            report.throttled,
+            report.failed
+        ),
+    ];
     if let Some(ratio) = report.ratio {
-        println!("ratio newsrec / peer (events/s): {ratio:.2}x");
+        notes.push(format!("ratio newsrec / peer (events/s): {ratio:.2}x"));
     }
+    (rows, notes)
 }
 
-async fn spike(args: IngestBenchArgs) -> anyhow::Result<()> {
-    let scratch = tempfile::tempdir().context("creating a scratch folder")?;
+async fn spike(args: IngestBenchArgs) -> Result<Report, BenchError> {
+    let scratch = tempfile::tempdir().map_err(BenchError::io("creating a scratch folder"))?;
     let dir = scratch.path().join("node");
     let node = processes::start_node(&dir, &node_env(&args))?;
     let spike_rate = args.spike_base_rate * args.spike_factor;
@@ -441,7 +409,7 @@ async fn spike(args: IngestBenchArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(());
     let rss_series = sampler.await?;
     let peak = node.peak_rss_mib().unwrap_or(0.0);
-    let lake = stop_and_count(node, &dir)?;
+    let lake = stop_and_count(node, &dir).await?;
     let total_s = phases.iter().map(|p| p.duration.as_secs()).sum::<u64>();
     let overall = load::summarize(&samples, total_s as f64);
     let window = args.window_s.max(1);
@@ -487,57 +455,48 @@ async fn spike(args: IngestBenchArgs) -> anyhow::Result<()> {
         peak_rss_mib: peak,
         windows,
     };
-    if lake.events < overall.acked_events {
-        anyhow::bail!(
-            "the lake holds {} events but {} were acknowledged: acknowledged data was lost",
-            lake.events,
-            overall.acked_events
-        );
-    }
-    let outcome_ok = samples.iter().all(|s| s.outcome != Outcome::Failed);
-    match args.format {
-        super::eval::EvalFormat::Json => println!("{}", serde_json::to_string(&report)?),
-        super::eval::EvalFormat::Table => {
-            let mut rows = vec![
-                [
-                    "from s",
-                    "offered ev/s",
-                    "acked ev/s",
-                    "429/503",
-                    "failed",
-                    "p99 ms",
-                    "RSS MiB",
-                ]
-                .map(String::from)
-                .to_vec(),
-            ];
-            for w in &report.windows {
-                rows.push(vec![
-                    w.from_s.to_string(),
-                    format!("{:.0}", w.offered_events_per_sec),
-                    format!("{:.0}", w.acked_events_per_sec),
-                    w.throttled.to_string(),
-                    w.failed.to_string(),
-                    format!("{:.2}", w.p99_ack_ms),
-                    format!("{:.0}", w.rss_mib),
-                ]);
-            }
-            print!("{}", output::table(&rows));
-            println!(
-                "overall: acked {} events, lake {} events; 429/503 {}; failed {}; p99 {:.2} ms, max {:.2} ms; peak RSS {:.0} MiB; batches sent late (256 in flight) {}",
-                report.acked_events,
-                report.lake_events,
-                report.throttled,
-                report.failed,
-                report.p99_ack_ms,
-                report.max_ack_ms,
-                report.peak_rss_mib,
-                report.late_batches
-            );
-        }
-    }
-    if !outcome_ok {
+    check_nothing_lost(&lake, overall.acked_events)?;
+    if samples.iter().any(|s| s.outcome == Outcome::Failed) {
         eprintln!("note: some requests failed outright (connection errors or unexpected statuses)");
     }
-    Ok(())
+    Report::of(args.format, &report, spike_table)
+}
+
+fn spike_table(report: &SpikeReport) -> (Vec<Vec<String>>, Vec<String>) {
+    let mut rows = vec![
+        [
+            "from s",
+            "offered ev/s",
+            "acked ev/s",
+            "429/503",
+            "failed",
+            "p99 ms",
+            "RSS MiB",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for w in &report.windows {
+        rows.push(vec![
+            w.from_s.to_string(),
+            format!("{:.0}", w.offered_events_per_sec),
+            format!("{:.0}", w.acked_events_per_sec),
+            w.throttled.to_string(),
+            w.failed.to_string(),
+            format!("{:.2}", w.p99_ack_ms),
+            format!("{:.0}", w.rss_mib),
+        ]);
+    }
+    let overall = format!(
+        "overall: acked {} events, lake {} events; 429/503 {}; failed {}; p99 {:.2} ms, max {:.2} ms; peak RSS {:.0} MiB; batches sent late (256 in flight) {}",
+        report.acked_events,
+        report.lake_events,
+        report.throttled,
+        report.failed,
+        report.p99_ack_ms,
+        report.max_ack_ms,
+        report.peak_rss_mib,
+        report.late_batches
+    );
+    (rows, vec![overall])
 }

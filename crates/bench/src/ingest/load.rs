@@ -14,12 +14,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use async_nats::jetstream;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use super::bodies::BodyTemplate;
+use crate::BenchError;
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,7 @@ enum Sender {
 }
 
 impl Sender {
-    async fn connect(target: &Target) -> anyhow::Result<Sender> {
+    async fn connect(target: &Target) -> Result<Sender, BenchError> {
         Ok(match target {
             Target::Newsrec { addr } => Sender::Http {
                 client: reqwest::Client::builder()
@@ -73,7 +73,7 @@ impl Sender {
             Target::Nats { addr } => {
                 let client = async_nats::connect(addr.as_str())
                     .await
-                    .with_context(|| format!("connecting to NATS at {addr}"))?;
+                    .map_err(BenchError::peer(format!("connecting to NATS at {addr}")))?;
                 Sender::Nats(jetstream::new(client))
             }
         })
@@ -125,8 +125,10 @@ impl Sender {
 }
 
 /// Creates the JetStream stream the peer publishes to (file storage, one replica).
-pub async fn create_nats_stream(addr: &str) -> anyhow::Result<()> {
-    let client = async_nats::connect(addr).await?;
+pub async fn create_nats_stream(addr: &str) -> Result<(), BenchError> {
+    let client = async_nats::connect(addr)
+        .await
+        .map_err(BenchError::peer(format!("connecting to NATS at {addr}")))?;
     let context = jetstream::new(client);
     context
         .create_stream(jetstream::stream::Config {
@@ -137,7 +139,7 @@ pub async fn create_nats_stream(addr: &str) -> anyhow::Result<()> {
             ..Default::default()
         })
         .await
-        .context("creating the JetStream stream")?;
+        .map_err(BenchError::peer("creating the JetStream stream"))?;
     Ok(())
 }
 
@@ -147,7 +149,7 @@ pub async fn closed_loop(
     target: &Target,
     templates: Vec<Vec<BodyTemplate>>,
     duration: Duration,
-) -> anyhow::Result<Vec<Sample>> {
+) -> Result<Vec<Sample>, BenchError> {
     let sequence = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -200,7 +202,7 @@ pub async fn open_loop(
     templates: Vec<BodyTemplate>,
     phases: &[Phase],
     max_in_flight: usize,
-) -> anyhow::Result<(Vec<Sample>, u64)> {
+) -> Result<(Vec<Sample>, u64), BenchError> {
     let mut senders = Vec::new();
     for _ in 0..max_in_flight {
         senders.push(Arc::new(Sender::connect(target).await?));
@@ -225,14 +227,15 @@ pub async fn open_loop(
                 Ok(permit) => permit,
                 Err(_) => {
                     late += 1;
-                    Arc::clone(&slots).acquire_owned().await?
+                    Arc::clone(&slots).acquire_owned().await.map_err(|_| {
+                        BenchError::Unexpected("the load generator's slots closed".into())
+                    })?
                 }
             };
-            let sender = free
-                .lock()
-                .expect("sender pool")
-                .pop()
-                .context("a free connection for every permit")?;
+            let sender =
+                free.lock().expect("sender pool").pop().ok_or_else(|| {
+                    BenchError::Unexpected("no free connection for a permit".into())
+                })?;
             let (free, samples, templates) = (
                 Arc::clone(&free),
                 Arc::clone(&samples),

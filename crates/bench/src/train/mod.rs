@@ -15,7 +15,6 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{Context, bail};
 use newsrec_lake::{Lake, TimeWindow};
 use newsrec_model::{
     AlsFactors, AlsModel, AlsParams, AlsTraining, Dataset, Interaction, PopularityModel,
@@ -26,8 +25,7 @@ use rand::{Rng, SeedableRng, rngs::SmallRng};
 use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
 
-use super::import::{ImportArgs, import_into};
-use crate::output;
+use crate::{BenchError, Format, Host, Report, median};
 
 /// The peer script, written to a temporary folder at run time.
 const PEER_SCRIPT: &str = include_str!("implicit_peer.py");
@@ -72,8 +70,8 @@ pub struct TrainBenchArgs {
     #[arg(long)]
     pub no_peer: bool,
     /// Output format
-    #[arg(long, value_enum, default_value_t = super::eval::EvalFormat::Table)]
-    pub format: super::eval::EvalFormat,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 /// One matrix's figures.
@@ -110,9 +108,9 @@ struct Matrix {
     test: Option<TestSet>,
 }
 
-pub async fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run<H: Host>(host: &H, args: TrainBenchArgs) -> Result<Report, BenchError> {
     if args.runs == 0 {
-        bail!("--runs must be at least 1");
+        return Err(BenchError::InvalidArgs("--runs must be at least 1".into()));
     }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -134,7 +132,7 @@ pub async fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
     } else {
         Some(implicit_version(&args.python)?)
     };
-    let work = tempfile::tempdir().context("creating a temporary folder")?;
+    let work = tempfile::tempdir().map_err(BenchError::io("creating a temporary folder"))?;
     let mut report = TrainBenchReport {
         stage: "train",
         threads,
@@ -146,7 +144,7 @@ pub async fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
     };
     if matches!(args.dataset, DatasetChoice::Globo | DatasetChoice::Both) {
         eprintln!("loading the Globo window 2017-10-02..2017-10-09 (test day 2017-10-09)…");
-        let matrix = globo_matrix(&args.globo_dir, work.path()).await?;
+        let matrix = globo_matrix(host, &args.globo_dir, work.path()).await?;
         report.globo = Some(measure(
             "globo",
             &matrix,
@@ -168,11 +166,7 @@ pub async fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
             &work.path().join("synthetic"),
         )?);
     }
-    match args.format {
-        super::eval::EvalFormat::Json => println!("{}", serde_json::to_string(&report)?),
-        super::eval::EvalFormat::Table => print_table(&report),
-    }
-    Ok(())
+    Report::of(args.format, &report, table)
 }
 
 fn measure(
@@ -182,11 +176,11 @@ fn measure(
     threads: usize,
     args: &TrainBenchArgs,
     folder: &Path,
-) -> anyhow::Result<DatasetReport> {
+) -> Result<DatasetReport, BenchError> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .context("building the thread pool")?;
+        .map_err(|error| BenchError::Unexpected(format!("building the thread pool: {error}")))?;
     let mut fit_times = Vec::new();
     let mut model = None;
     for run in 1..=args.runs {
@@ -220,8 +214,8 @@ fn measure(
             AlsTraining::resume(&matrix.dataset, params.clone(), factors, params.iterations)?;
         peer_model = Some(training.finish(matrix.popularity.clone()));
     }
-    let fit_s = median(&mut fit_times);
-    let peer_fit_s = (!peer_times.is_empty()).then(|| median(&mut peer_times));
+    let fit_s = median(&mut fit_times, f64::NAN);
+    let peer_fit_s = (!peer_times.is_empty()).then(|| median(&mut peer_times, f64::NAN));
     let (mut ndcg10, mut peer_ndcg10, mut hr10, mut peer_hr10, mut evaluated) =
         (None, None, None, None, None);
     if let Some(test) = &matrix.test {
@@ -253,7 +247,7 @@ fn measure(
 }
 
 /// Imports the Globo days into a scratch lake and builds the window's matrix and test set.
-async fn globo_matrix(dir: &Path, work: &Path) -> anyhow::Result<Matrix> {
+async fn globo_matrix<H: Host>(host: &H, dir: &Path, work: &Path) -> Result<Matrix, BenchError> {
     let first = chrono::NaiveDate::from_ymd_opt(2017, 10, 2).expect("a valid date");
     let test_day = chrono::NaiveDate::from_ymd_opt(2017, 10, 9).expect("a valid date");
     let files: Vec<PathBuf> = first
@@ -262,17 +256,19 @@ async fn globo_matrix(dir: &Path, work: &Path) -> anyhow::Result<Matrix> {
         .map(|day| dir.join(format!("clicks-{day}.csv.gz")))
         .collect();
     if let Some(missing) = files.iter().find(|file| !file.is_file()) {
-        bail!(
+        return Err(BenchError::Missing(format!(
             "{} is missing: pass --globo-dir with the Globo click files, or --dataset synthetic",
             missing.display()
-        );
+        )));
     }
-    let lake = Lake::open(
-        work.join("lake")
-            .to_str()
-            .context("the temporary folder is not UTF-8")?,
-    )?;
-    import_into(&lake, "bench", ImportArgs::globo(files)).await?;
+    let lake_dir = work.join("lake");
+    let lake =
+        Lake::open(lake_dir.to_str().ok_or_else(|| {
+            BenchError::Unexpected(format!("{} is not UTF-8", lake_dir.display()))
+        })?)?;
+    host.import_globo(&lake, files)
+        .await
+        .map_err(BenchError::Host)?;
     let settings = TrainSettings::default();
     let window = settings.window_for(test_day);
     let span = TimeWindow::days(window.start_date(), test_day + chrono::Days::new(1));
@@ -321,8 +317,9 @@ fn write_matrix(
     dataset: &Dataset,
     params: &AlsParams,
     threads: usize,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
+) -> Result<(), BenchError> {
+    std::fs::create_dir_all(folder)
+        .map_err(BenchError::io(format!("creating {}", folder.display())))?;
     let (mut rows, mut cols, mut values) = (Vec::new(), Vec::new(), Vec::new());
     for user in 0..dataset.n_users() as u32 {
         for (&item, &affinity) in dataset
@@ -338,8 +335,8 @@ fn write_matrix(
         }
     }
     let write = |name: &str, bytes: &[u8]| {
-        std::fs::write(folder.join(name), bytes)
-            .with_context(|| format!("writing {}", folder.join(name).display()))
+        let path = folder.join(name);
+        std::fs::write(&path, bytes).map_err(BenchError::io(format!("writing {}", path.display())))
     };
     write("rows.i32", &rows)?;
     write("cols.i32", &cols)?;
@@ -365,21 +362,25 @@ fn write_matrix(
 
 /// Runs `python` with `args`; its standard output, or an error led by `failure` with its
 /// standard error.
-fn run_python(python: &str, args: &[&std::ffi::OsStr], failure: &str) -> anyhow::Result<String> {
+fn run_python(
+    python: &str,
+    args: &[&std::ffi::OsStr],
+    failure: &str,
+) -> Result<String, BenchError> {
     let output = Command::new(python)
         .args(args)
         .output()
-        .with_context(|| format!("running {python}"))?;
+        .map_err(BenchError::io(format!("running {python}")))?;
     if !output.status.success() {
-        bail!(
+        return Err(BenchError::Missing(format!(
             "{failure}; {python} said: {}",
             String::from_utf8_lossy(&output.stderr).trim()
-        );
+        )));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn implicit_version(python: &str) -> anyhow::Result<String> {
+fn implicit_version(python: &str) -> Result<String, BenchError> {
     let version = run_python(
         python,
         &[
@@ -395,7 +396,7 @@ fn implicit_version(python: &str) -> anyhow::Result<String> {
 }
 
 /// Runs one peer fit; its fit time in seconds.
-fn run_peer(python: &str, folder: &Path) -> anyhow::Result<f64> {
+fn run_peer(python: &str, folder: &Path) -> Result<f64, BenchError> {
     let script = folder.join("implicit_peer.py");
     let stdout = run_python(
         python,
@@ -405,28 +406,29 @@ fn run_peer(python: &str, folder: &Path) -> anyhow::Result<f64> {
     let line = stdout
         .lines()
         .last()
-        .context("the implicit peer printed nothing")?;
-    let reply: serde_json::Value =
-        serde_json::from_str(line).with_context(|| format!("peer output {line:?}"))?;
+        .ok_or_else(|| BenchError::Unexpected("the implicit peer printed nothing".into()))?;
+    let reply: serde_json::Value = serde_json::from_str(line)
+        .map_err(|error| BenchError::Unexpected(format!("peer output {line:?}: {error}")))?;
     reply["fit_s"]
         .as_f64()
-        .with_context(|| format!("no fit_s in the peer output {line:?}"))
+        .ok_or_else(|| BenchError::Unexpected(format!("no fit_s in the peer output {line:?}")))
 }
 
 fn read_peer_factors(
     folder: &Path,
     dataset: &Dataset,
     factors: usize,
-) -> anyhow::Result<AlsFactors> {
-    let read = |name: &str, rows: usize| -> anyhow::Result<Vec<f32>> {
+) -> Result<AlsFactors, BenchError> {
+    let read = |name: &str, rows: usize| -> Result<Vec<f32>, BenchError> {
         let path = folder.join(name);
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes =
+            std::fs::read(&path).map_err(BenchError::io(format!("reading {}", path.display())))?;
         if bytes.len() != rows * factors * 4 {
-            bail!(
+            return Err(BenchError::Unexpected(format!(
                 "{} has {} bytes, expected {rows} × {factors} float32",
                 path.display(),
                 bytes.len()
-            );
+            )));
         }
         Ok(bytes
             .chunks_exact(4)
@@ -440,12 +442,7 @@ fn read_peer_factors(
     })
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn print_table(report: &TrainBenchReport) {
+fn table(report: &TrainBenchReport) -> (Vec<Vec<String>>, Vec<String>) {
     let opt = |value: Option<f64>, digits: usize| {
         value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
     };
@@ -478,17 +475,19 @@ fn print_table(report: &TrainBenchReport) {
             opt(d.peer_hr10, 4),
         ]);
     }
-    print!("{}", output::table(&rows));
-    println!(
-        "ALS {} factors, reg {}, alpha {}, {} iterations, {} CG steps, {} threads; median of {} run(s); peer: {}",
-        report.params.factors,
-        report.params.regularization,
-        report.params.alpha,
-        report.params.iterations,
-        report.params.cg_steps,
-        report.threads,
-        report.runs,
-        report.peer.as_deref().unwrap_or("none")
-    );
-    println!("ratio = newsrec fit time / implicit fit time (lower is better; target ≤ 0.8)");
+    let notes = vec![
+        format!(
+            "ALS {} factors, reg {}, alpha {}, {} iterations, {} CG steps, {} threads; median of {} run(s); peer: {}",
+            report.params.factors,
+            report.params.regularization,
+            report.params.alpha,
+            report.params.iterations,
+            report.params.cg_steps,
+            report.threads,
+            report.runs,
+            report.peer.as_deref().unwrap_or("none")
+        ),
+        "ratio = newsrec fit time / implicit fit time (lower is better; target ≤ 0.8)".to_owned(),
+    ];
+    (rows, notes)
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use newsrec_train::StopSignal;
+use crate::StopSignal;
 use reqwest::StatusCode;
 
 const TOKEN_TTL_SECONDS: &str = "21600";
