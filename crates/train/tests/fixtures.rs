@@ -4,7 +4,9 @@
 //! run's ALS factors must stay readable. A failing test here means the on-disk format changed
 //! (the framing, or the postcard payload of `ClickLog`, `RunState` or `AlsFactors`): bump
 //! `CHECKPOINT_FORMAT_VERSION`, keep a reader for version 1, and add fixtures for the new version
-//! beside these rather than editing them.
+//! beside these rather than editing them. (A run's `als-factors.ckpt` outlives the run; the
+//! checkpoints of a run in progress may instead be refused by version, which
+//! `docs/checkpoint-format.md` allows, with a test that a version 1 object is refused.)
 //!
 //! Regenerate (only when creating a new version's fixtures, never to make a test pass):
 //! `cargo test -p newsrec-train --test fixtures -- --ignored write_fixtures`.
