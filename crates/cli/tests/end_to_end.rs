@@ -154,7 +154,7 @@ async fn clicks_in_recommendations_out() {
     // Similar articles come from the same generation as the lists.
     let similar = node
         .lake()
-        .read_run_table("e2e", "similar.parquet")
+        .read_run_table("e2e", newsrec_lake::layout::SIMILAR_TABLE)
         .await
         .unwrap();
     let similar = newsrec_lake::recs::similar_from_batches(&similar).unwrap();

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use newsrec_lake::{Lake, RunManifest};
+use newsrec_lake::{Lake, RunManifest, layout};
 use newsrec_testkit::{SynthConfig, fill_lake};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -82,16 +82,20 @@ impl Setup {
     }
 
     fn manifest(&self, run_id: &str) -> RunManifest {
-        let path = self.run_dir(run_id).join("manifest.json");
+        let path = self.run_dir(run_id).join(layout::MANIFEST_FILE);
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
     }
 
     fn run_dir(&self, run_id: &str) -> PathBuf {
-        self.data_dir().join("lake/runs").join(run_id)
+        self.data_dir()
+            .join("lake")
+            .join(layout::run_prefix(run_id).as_ref())
     }
 
     fn checkpoint_dir(&self, run_id: &str) -> PathBuf {
-        self.data_dir().join("lake/checkpoints").join(run_id)
+        self.data_dir()
+            .join("lake")
+            .join(layout::checkpoint_prefix(run_id).as_ref())
     }
 
     /// Every file of a run but its manifest (which records times), by name.
@@ -99,7 +103,7 @@ impl Setup {
         std::fs::read_dir(self.run_dir(run_id))
             .unwrap()
             .map(|entry| entry.unwrap())
-            .filter(|entry| entry.file_name() != "manifest.json")
+            .filter(|entry| entry.file_name() != layout::MANIFEST_FILE)
             .map(|entry| {
                 (
                     entry.file_name().to_string_lossy().into_owned(),
@@ -146,10 +150,7 @@ fn newest_state(dir: &Path) -> u64 {
     entries
         .filter_map(|entry| {
             let name = entry.ok()?.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("state-")?
-                .strip_suffix(".ckpt")?
-                .parse()
-                .ok()
+            layout::parse_state_checkpoint_name(&name)
         })
         .max()
         .unwrap_or(0)
@@ -432,11 +433,16 @@ async fn the_spot_runner_honours_max_wait_and_its_report_adds_up() {
         "{report}"
     );
     // The run is not complete, and its checkpoints wait for the next attempt.
-    assert!(!setup.run_dir("budgeted").join("manifest.json").exists());
+    assert!(
+        !setup
+            .run_dir("budgeted")
+            .join(layout::MANIFEST_FILE)
+            .exists()
+    );
     assert!(
         setup
             .checkpoint_dir("budgeted")
-            .join("dataset.ckpt")
+            .join(layout::DATASET_CHECKPOINT)
             .exists()
     );
 
@@ -487,7 +493,8 @@ async fn runs_as_a_sagemaker_training_container() {
     let output = command.output().unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     let manifest: RunManifest =
-        serde_json::from_slice(&std::fs::read(model_dir.join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(model_dir.join(layout::MANIFEST_FILE)).unwrap())
+            .unwrap();
     assert_eq!(manifest.run_id, "sagemaker-1");
     assert_eq!(
         manifest.window.start, "2026-11-03",
@@ -499,9 +506,13 @@ async fn runs_as_a_sagemaker_training_container() {
             "{part} copied to SM_MODEL_DIR"
         );
     }
-    assert!(model_dir.join("als-factors.ckpt").is_file());
+    assert!(model_dir.join(layout::ALS_FACTORS_OBJECT).is_file());
     assert!(
-        !setup.data_dir().join("unused/lake/runs").exists(),
+        !setup
+            .data_dir()
+            .join("unused/lake")
+            .join(layout::RUNS_PREFIX)
+            .exists(),
         "the --data-dir lake is not used when the train channel is given"
     );
 

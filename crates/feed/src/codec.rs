@@ -392,7 +392,9 @@ mod tests {
     }
 
     /// Version 1 is frozen: these bytes must decode the same forever, and encoding must keep
-    /// producing them (a change here is a new version, not an edit).
+    /// producing them. A failing test here means the wire format changed: bump
+    /// `FORMAT_VERSION`, keep a decoder for version 1 (entries of it stay in the stream), and
+    /// add a fixture for the new version beside this one rather than editing it.
     #[test]
     fn version_1_fixture_decodes_and_reencodes_byte_for_byte() {
         let fixture = include_bytes!("../testdata/clicks-v1.bin");

@@ -9,7 +9,7 @@ use axum::{
     http::{Request, StatusCode},
 };
 use newsrec_ingest::{AckMode, IngestState, PipelineOptions, router};
-use newsrec_lake::{EventColumns, Lake, TimeWindow};
+use newsrec_lake::{EventColumns, Lake, TimeWindow, layout};
 use tower::ServiceExt;
 
 fn body(request: usize) -> String {
@@ -45,7 +45,7 @@ async fn a_stuck_lake_gives_429_and_loses_nothing_acknowledged() {
     let wal_dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(lake_dir.path().to_str().unwrap()).unwrap();
     // A file where the events folder must go: every object write fails until it is removed.
-    let blocker = lake_dir.path().join("events");
+    let blocker = lake_dir.path().join(layout::EVENTS_PREFIX);
     std::fs::write(&blocker, b"not a folder").unwrap();
     let options = PipelineOptions {
         node_id: "bp".into(),

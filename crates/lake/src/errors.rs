@@ -74,8 +74,9 @@ impl Lake {
             let text = by_hour
                 .entry(Partition::of_ts(record.arrival_timestamp))
                 .or_default();
-            serde_json::to_writer(&mut *text, record)
-                .map_err(|error| LakeError::bad_object("errors/", error))?;
+            serde_json::to_writer(&mut *text, record).map_err(|error| {
+                LakeError::bad_object(format!("{}/", layout::ERRORS_PREFIX), error)
+            })?;
             text.push(b'\n');
         }
         let objects = by_hour.len();

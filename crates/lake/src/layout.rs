@@ -1,11 +1,22 @@
-//! Object paths of the lake (the design is `docs/lake-layout.md`; keep the two in step).
+//! Every object name of the lake: the only place a name or prefix is spelled (the design is
+//! `docs/lake-layout.md`; keep the two in step). Other crates build names by calling these
+//! functions, so changing a name here changes it everywhere, and the test at the end pins each
+//! one to the bytes existing lakes hold.
 //!
 //! ```text
 //! events/dt=YYYY-MM-DD/hour=HH/<writer>-<seq:020>.parquet   clicks, by event time (UTC)
 //! errors/dt=YYYY-MM-DD/hour=HH/<writer>-<seq:020>.ndjson    refused records, by arrival time
-//! runs/<run_id>/manifest.json                               one training run's manifest
-//! runs/<run_id>/<name>                                      its other outputs
+//! runs/<run_id>/recs-NNNNN.parquet                          one training run's list parts,
+//! runs/<run_id>/fallback.parquet                            its fallback list,
+//! runs/<run_id>/similar.parquet                             its similar-article lists,
+//! runs/<run_id>/als-factors.ckpt                            its ALS factors,
+//! runs/<run_id>/manifest.json                               and its manifest (written last)
+//! checkpoints/<run_id>/dataset.ckpt                         a run in progress: its click log
+//! checkpoints/<run_id>/state-<seq:010>.ckpt                 and its progress
 //! ```
+//!
+//! Names inside a run's or a checkpoint folder are returned as strings, because the manifest
+//! stores them that way and readers take them from it; folders and whole objects as [`Path`]s.
 
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use object_store::path::Path;
@@ -18,8 +29,19 @@ pub const EVENTS_PREFIX: &str = "events";
 pub const ERRORS_PREFIX: &str = "errors";
 /// Top-level prefix of training runs.
 pub const RUNS_PREFIX: &str = "runs";
-/// File name of a run's manifest.
+/// Top-level prefix of the checkpoints of runs in progress (in the lake or another store).
+pub const CHECKPOINTS_PREFIX: &str = "checkpoints";
+
+/// A run's manifest, written last: its presence marks a complete run.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// A run's fallback list (`recs::fallback_schema`).
+pub const FALLBACK_TABLE: &str = "fallback.parquet";
+/// A run's similar-article lists (`recs::similar_schema`).
+pub const SIMILAR_TABLE: &str = "similar.parquet";
+/// The served ALS model's factors, in checkpoint framing, next to the lists.
+pub const ALS_FACTORS_OBJECT: &str = "als-factors.ckpt";
+/// A run in progress's click log, written once.
+pub const DATASET_CHECKPOINT: &str = "dataset.ckpt";
 
 /// One hourly event partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -110,9 +132,50 @@ pub fn parse_event_object_path(path: &Path) -> Option<Partition> {
     Some(Partition { date, hour })
 }
 
+/// `runs/<run_id>`: the folder of one training run.
+pub fn run_prefix(run_id: &str) -> Path {
+    Path::from(format!("{RUNS_PREFIX}/{run_id}"))
+}
+
 /// `runs/<run_id>/<name>`
 pub fn run_object_path(run_id: &str, name: &str) -> Path {
     Path::from(format!("{RUNS_PREFIX}/{run_id}/{name}"))
+}
+
+/// The run id of a manifest path (`runs/<run_id>/manifest.json`), or `None` for any other path.
+pub fn parse_run_manifest_path(path: &Path) -> Option<&str> {
+    let mut parts = path.as_ref().split('/');
+    let (prefix, run_id, file) = (parts.next()?, parts.next()?, parts.next()?);
+    (prefix == RUNS_PREFIX && file == MANIFEST_FILE && parts.next().is_none()).then_some(run_id)
+}
+
+/// `recs-NNNNN.parquet`: part `index` (from 0) of a run's user lists; zero-padded so names sort.
+pub fn recs_part_name(index: usize) -> String {
+    format!("recs-{index:05}.parquet")
+}
+
+/// `checkpoints/<run_id>`: the folder of one run's checkpoints.
+pub fn checkpoint_prefix(run_id: &str) -> Path {
+    Path::from(format!("{CHECKPOINTS_PREFIX}/{run_id}"))
+}
+
+/// `checkpoints/<run_id>/<name>`
+pub fn checkpoint_object_path(run_id: &str, name: &str) -> Path {
+    checkpoint_prefix(run_id).join(name)
+}
+
+/// `state-<seq:010>.ckpt`: a run's progress after its `seq`-th saved state; zero-padded so
+/// names sort by sequence.
+pub fn state_checkpoint_name(seq: u64) -> String {
+    format!("state-{seq:010}.ckpt")
+}
+
+/// The sequence number a state checkpoint's file name holds, or `None` for any other name.
+pub fn parse_state_checkpoint_name(name: &str) -> Option<u64> {
+    name.strip_prefix("state-")?
+        .strip_suffix(".ckpt")?
+        .parse()
+        .ok()
 }
 
 /// Checks a writer name or run id: 1–64 of `[A-Za-z0-9._-]`, not starting with `.`.
@@ -170,5 +233,89 @@ mod tests {
         assert!(validate_name("run id", "../x").is_err());
         assert!(validate_name("run id", "a/b").is_err());
         assert!(validate_name("run id", "").is_err());
+    }
+
+    /// Existing lakes hold these names: a failure here means a change would orphan their
+    /// objects (a lake written before it could no longer be read, published or resumed). Add a
+    /// new name beside the old one instead, with a reader for both.
+    #[test]
+    fn every_name_is_pinned_to_the_layout_existing_lakes_hold() {
+        let partition = Partition {
+            date: NaiveDate::from_ymd_opt(2017, 10, 1).unwrap(),
+            hour: 5,
+        };
+        let date = partition.date;
+        let pinned: Vec<(String, &str)> = vec![
+            (
+                partition.prefix().to_string(),
+                "events/dt=2017-10-01/hour=05",
+            ),
+            (day_prefix(date).to_string(), "events/dt=2017-10-01"),
+            (
+                event_object_path(partition, "node-1", 7).to_string(),
+                "events/dt=2017-10-01/hour=05/node-1-00000000000000000007.parquet",
+            ),
+            (error_day_prefix(date).to_string(), "errors/dt=2017-10-01"),
+            (
+                error_object_path(partition, "node-1", 7).to_string(),
+                "errors/dt=2017-10-01/hour=05/node-1-00000000000000000007.ndjson",
+            ),
+            (Path::from(RUNS_PREFIX).to_string(), "runs"),
+            (run_prefix("r-1").to_string(), "runs/r-1"),
+            (
+                run_object_path("r-1", MANIFEST_FILE).to_string(),
+                "runs/r-1/manifest.json",
+            ),
+            (
+                run_object_path("r-1", &recs_part_name(0)).to_string(),
+                "runs/r-1/recs-00000.parquet",
+            ),
+            (recs_part_name(12_345), "recs-12345.parquet"),
+            (
+                run_object_path("r-1", FALLBACK_TABLE).to_string(),
+                "runs/r-1/fallback.parquet",
+            ),
+            (
+                run_object_path("r-1", SIMILAR_TABLE).to_string(),
+                "runs/r-1/similar.parquet",
+            ),
+            (
+                run_object_path("r-1", ALS_FACTORS_OBJECT).to_string(),
+                "runs/r-1/als-factors.ckpt",
+            ),
+            (checkpoint_prefix("r-1").to_string(), "checkpoints/r-1"),
+            (
+                checkpoint_object_path("r-1", DATASET_CHECKPOINT).to_string(),
+                "checkpoints/r-1/dataset.ckpt",
+            ),
+            (
+                checkpoint_object_path("r-1", &state_checkpoint_name(42)).to_string(),
+                "checkpoints/r-1/state-0000000042.ckpt",
+            ),
+        ];
+        for (built, literal) in pinned {
+            assert_eq!(built, literal);
+        }
+    }
+
+    #[test]
+    fn names_parse_back() {
+        let manifest = run_object_path("2017-10-09_a.b", MANIFEST_FILE);
+        assert_eq!(parse_run_manifest_path(&manifest), Some("2017-10-09_a.b"));
+        for other in [
+            "runs/r/fallback.parquet",
+            "runs/r/x/manifest.json",
+            "runs/manifest.json",
+            "checkpoints/r/manifest.json",
+        ] {
+            assert_eq!(parse_run_manifest_path(&Path::from(other)), None, "{other}");
+        }
+        assert_eq!(
+            parse_state_checkpoint_name(&state_checkpoint_name(7)),
+            Some(7)
+        );
+        assert_eq!(parse_state_checkpoint_name(DATASET_CHECKPOINT), None);
+        assert_eq!(parse_state_checkpoint_name("state-x.ckpt"), None);
+        assert_eq!(parse_state_checkpoint_name("state-1.ckpt.tmp"), None);
     }
 }

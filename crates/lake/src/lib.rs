@@ -156,6 +156,14 @@ impl Lake {
         local_path(&self.uri)
     }
 
+    /// The local folder holding the objects under `prefix` (a `layout` folder), for callers
+    /// that work on its files directly; `None` for S3 and memory lakes.
+    pub fn local_folder(&self, prefix: &ObjectPath) -> Option<PathBuf> {
+        let mut folder = self.local_root()?;
+        folder.extend(prefix.parts().map(|part| part.as_ref().to_owned()));
+        Some(folder)
+    }
+
     /// The underlying object store.
     pub fn store(&self) -> &Arc<DynObjectStore> {
         &self.store
@@ -184,6 +192,16 @@ mod tests {
         let lake = Lake::open(&format!("file://{}", nested.display())).unwrap();
         assert!(nested.is_dir());
         assert!(lake.uri().starts_with("file://"));
+        assert_eq!(
+            lake.local_folder(&layout::run_prefix("r-1")),
+            Some(nested.join("runs").join("r-1"))
+        );
+        assert_eq!(
+            Lake::open("memory://")
+                .unwrap()
+                .local_folder(&layout::run_prefix("r-1")),
+            None
+        );
         let error = Lake::open("gopher://x").unwrap_err();
         assert_eq!(
             error.to_string(),

@@ -82,11 +82,7 @@ impl Lake {
             .map_err(|source| LakeError::store(&prefix, source))?;
         let mut runs: Vec<String> = objects
             .iter()
-            .filter_map(|meta| {
-                let parts: Vec<_> = meta.location.parts().collect();
-                (parts.len() == 3 && parts[2].as_ref() == MANIFEST_FILE)
-                    .then(|| parts[1].as_ref().to_owned())
-            })
+            .filter_map(|meta| layout::parse_run_manifest_path(&meta.location).map(str::to_owned))
             .collect();
         runs.sort();
         Ok(runs)
@@ -105,7 +101,7 @@ mod tests {
         let lake = Lake::open("memory://").unwrap();
         let column: ArrayRef = Arc::new(Int32Array::from(vec![1, 2, 3]));
         let batch = RecordBatch::try_from_iter([("x", column)]).unwrap();
-        lake.write_run_table("r2", "recs.parquet", vec![batch.clone()])
+        lake.write_run_table("r2", &layout::recs_part_name(0), vec![batch.clone()])
             .await
             .unwrap();
         assert!(lake.list_runs().await.unwrap().is_empty());
@@ -119,7 +115,9 @@ mod tests {
         let manifest: serde_json::Value = lake.read_manifest("r2").await.unwrap();
         assert_eq!(manifest["k"], 1);
         assert_eq!(
-            lake.read_run_table("r2", "recs.parquet").await.unwrap(),
+            lake.read_run_table("r2", &layout::recs_part_name(0))
+                .await
+                .unwrap(),
             vec![batch]
         );
         let missing = lake

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use newsrec_lake::{
     Lake, LakeError,
+    layout::{FALLBACK_TABLE, recs_part_name},
     manifest::{
         DataCounts, DataWindow, Evaluation, MANIFEST_VERSION, RunManifest, RunOutputs, Timings,
     },
@@ -50,7 +51,7 @@ pub async fn write_run(lake: &Lake, spec: &RunSpec<'_>) -> Result<RunManifest, L
                     .collect(),
             })
             .collect();
-        let name = format!("recs-{index:05}.parquet");
+        let name = recs_part_name(index);
         lake.write_run_table(run_id, &name, vec![recs_to_batch(&lists).map_err(bad)?])
             .await?;
         parts.push(name);
@@ -61,7 +62,7 @@ pub async fn write_run(lake: &Lake, spec: &RunSpec<'_>) -> Result<RunManifest, L
     }];
     lake.write_run_table(
         run_id,
-        "fallback.parquet",
+        FALLBACK_TABLE,
         vec![fallback_to_batch(&fallback).map_err(bad)?],
     )
     .await?;
@@ -88,7 +89,7 @@ pub async fn write_run(lake: &Lake, spec: &RunSpec<'_>) -> Result<RunManifest, L
             rows: (users * items) as u64,
             top_k: items,
             parts,
-            fallback: "fallback.parquet".into(),
+            fallback: FALLBACK_TABLE.into(),
             similar: None,
             similar_articles: 0,
             als_factors: None,

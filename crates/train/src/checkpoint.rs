@@ -1,7 +1,8 @@
 //! Checkpoints of a training run: what a restarted job needs to skip finished work.
 //!
 //! Owns the objects under `checkpoints/<run_id>/` of a checkpoint store (the lake by default, a
-//! local folder such as SageMaker's `/opt/ml/checkpoints` otherwise) and their framing, specified
+//! local folder such as SageMaker's `/opt/ml/checkpoints` otherwise; their names are
+//! `newsrec_lake::layout`'s) and their framing, specified
 //! in `docs/checkpoint-format.md`: a fixed header (magic, format version, kind, payload length,
 //! XXH3-128 of the payload) followed by a postcard payload. Objects are written with one atomic
 //! put (temp file + rename on a local folder, a single PUT or completed multipart upload on S3),
@@ -17,7 +18,10 @@
 use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
-use newsrec_lake::{Lake, ObjectPath as Path};
+use newsrec_lake::{
+    Lake, ObjectPath as Path,
+    layout::{self, DATASET_CHECKPOINT},
+};
 use newsrec_model::{AlsFactors, EvalMetrics};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -31,9 +35,6 @@ pub const CHECKPOINT_MAGIC: &[u8; 8] = b"NRCKPT\r\n";
 
 /// Magic, version, kind, reserved, payload length, XXH3-128.
 const HEADER_LEN: usize = 8 + 4 + 1 + 3 + 8 + 16;
-
-/// The top folder of checkpoints in a checkpoint store.
-pub const CHECKPOINTS_PREFIX: &str = "checkpoints";
 
 /// What a checkpoint object holds; stored in the header so a misplaced file is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +181,7 @@ pub struct LoadedState {
 
 impl CheckpointStore {
     pub fn new(store: Lake, run_id: &str) -> Result<CheckpointStore, TrainError> {
-        newsrec_lake::layout::validate_name("run id", run_id)?;
+        layout::validate_name("run id", run_id)?;
         Ok(CheckpointStore {
             store,
             run_id: run_id.to_owned(),
@@ -197,11 +198,11 @@ impl CheckpointStore {
     }
 
     fn prefix(&self) -> Path {
-        Path::from(format!("{CHECKPOINTS_PREFIX}/{}", self.run_id))
+        layout::checkpoint_prefix(&self.run_id)
     }
 
     fn object(&self, name: &str) -> Path {
-        self.prefix().join(name)
+        layout::checkpoint_object_path(&self.run_id, name)
     }
 
     /// Saves the click log of the request `fingerprint`; returns the digest later states
@@ -226,7 +227,7 @@ impl CheckpointStore {
         })
         .await??;
         self.store
-            .put_object(&self.object("dataset.ckpt"), Bytes::from(framed))
+            .put_object(&self.object(DATASET_CHECKPOINT), Bytes::from(framed))
             .await?;
         Ok(digest)
     }
@@ -234,7 +235,7 @@ impl CheckpointStore {
     /// The saved click log, its digest and its request's fingerprint; `Ok(None)` when there is
     /// none, an error naming the object when it is damaged.
     pub async fn load_dataset(&self) -> Result<Option<SavedDataset>, TrainError> {
-        let path = self.object("dataset.ckpt");
+        let path = self.object(DATASET_CHECKPOINT);
         let Some(bytes) = self.get(&path).await? else {
             return Ok(None);
         };
@@ -271,7 +272,10 @@ impl CheckpointStore {
         .await??;
         let bytes = framed.len();
         self.store
-            .put_object(&self.object(&state_name(state.seq)), Bytes::from(framed))
+            .put_object(
+                &self.object(&layout::state_checkpoint_name(state.seq)),
+                Bytes::from(framed),
+            )
             .await?;
         for (seq, path) in self.state_objects().await? {
             if seq + 1 < state.seq {
@@ -337,8 +341,7 @@ impl CheckpointStore {
         }
         // A process killed mid-put on a local folder leaves its temp file (`name#N`), which
         // the object store does not list; the folder goes as a whole.
-        if let Some(root) = self.store.local_root() {
-            let folder = root.join(CHECKPOINTS_PREFIX).join(&self.run_id);
+        if let Some(folder) = self.store.local_folder(&self.prefix()) {
             match tokio::fs::remove_dir_all(&folder).await {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -358,12 +361,7 @@ impl CheckpointStore {
             .await?
             .into_iter()
             .filter_map(|path| {
-                let seq = path
-                    .filename()?
-                    .strip_prefix("state-")?
-                    .strip_suffix(".ckpt")?
-                    .parse()
-                    .ok()?;
+                let seq = layout::parse_state_checkpoint_name(path.filename()?)?;
                 Some((seq, path))
             })
             .collect())
@@ -376,11 +374,6 @@ impl CheckpointStore {
             Err(error) => Err(error.into()),
         }
     }
-}
-
-/// `state-<seq>.ckpt`, zero-padded so names sort by sequence.
-fn state_name(seq: u64) -> String {
-    format!("state-{seq:010}.ckpt")
 }
 
 fn decode_payload<T: DeserializeOwned>(object: &str, payload: &[u8]) -> Result<T, TrainError> {
@@ -517,7 +510,7 @@ mod tests {
         );
 
         // Damage the newest: the one before is used, and the skip says why.
-        let newest = store.object(&state_name(4));
+        let newest = store.object(&layout::state_checkpoint_name(4));
         let mut bytes = store.store.get_object(&newest).await.unwrap().to_vec();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;

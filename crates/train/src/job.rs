@@ -15,6 +15,7 @@ use std::{
 use chrono::{NaiveDate, SecondsFormat, Utc};
 use newsrec_lake::{
     Lake, TimeWindow,
+    layout::{self, ALS_FACTORS_OBJECT, FALLBACK_TABLE, SIMILAR_TABLE},
     manifest::{
         DataCounts, DataWindow, Evaluation, Execution, MANIFEST_VERSION, ModelEntry, RunManifest,
         RunOutputs, Timings,
@@ -33,12 +34,6 @@ use crate::{
     control::{ProgressFn, StopSignal, TrainProgress, peak_rss_bytes},
     training_data,
 };
-
-/// The ALS factors of the served model, next to the lists.
-pub const ALS_FACTORS_OBJECT: &str = "als-factors.ckpt";
-
-/// The similar-articles table of a run.
-const SIMILAR_TABLE: &str = "similar.parquet";
 
 /// What to train.
 #[derive(Debug, Clone)]
@@ -190,7 +185,7 @@ pub async fn train_with(
             settings.select_metric
         )));
     }
-    newsrec_lake::layout::validate_name("run id", &request.run_id)?;
+    layout::validate_name("run id", &request.run_id)?;
     let day = request.date;
     let window = settings.window_for(day);
     let backtest_day = day - chrono::Days::new(1);
@@ -257,7 +252,7 @@ pub async fn train_with(
         progress.state.backtest_als = None;
         progress.unit_done(true).await?;
     }
-    let factors_path = newsrec_lake::layout::run_object_path(&request.run_id, ALS_FACTORS_OBJECT);
+    let factors_path = layout::run_object_path(&request.run_id, ALS_FACTORS_OBJECT);
     if let Some(digest) = progress.state.serve_factors.clone() {
         // The served ALS finished in an earlier start; its factors are the run's model object.
         match load_factors(lake, &factors_path, digest).await {
@@ -360,7 +355,7 @@ pub async fn train_with(
         .collect();
     let fallback_batch =
         fallback_to_batch(&fallback).map_err(|e| TrainError::Internal(e.to_string()))?;
-    lake.write_run_table(&request.run_id, "fallback.parquet", vec![fallback_batch])
+    lake.write_run_table(&request.run_id, FALLBACK_TABLE, vec![fallback_batch])
         .await?;
     let similar = similar_lists(&log, &models, settings.similar_k);
     let similar_articles = similar.len() as u64;
@@ -417,7 +412,7 @@ pub async fn train_with(
             rows: progress.state.rows_written,
             top_k: settings.top_k,
             parts: progress.state.parts.clone(),
-            fallback: "fallback.parquet".into(),
+            fallback: FALLBACK_TABLE.into(),
             similar: Some(SIMILAR_TABLE.into()),
             similar_articles,
             als_factors,
@@ -725,7 +720,7 @@ async fn write_lists(
         })
         .await?;
         let batch = recs_to_batch(&lists).map_err(|e| TrainError::Internal(e.to_string()))?;
-        let name = format!("recs-{index:05}.parquet");
+        let name = layout::recs_part_name(index);
         lake.write_run_table(run_id, &name, vec![batch.clone()])
             .await?;
         tracing::info!(part = %name, users = lists.len(), "wrote lists");

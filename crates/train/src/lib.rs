@@ -22,7 +22,7 @@ pub use checkpoint::CheckpointStore;
 pub use clicklog::ClickLog;
 pub use control::{ProgressFn, StopSignal, TrainProgress, peak_rss_bytes};
 pub use evaluate::{DayReport, EvalReport, MeanMetrics, evaluate_range};
-pub use job::{ALS_FACTORS_OBJECT, JobControl, TrainRequest, train, train_with};
+pub use job::{JobControl, TrainRequest, train, train_with};
 
 use chrono::NaiveDate;
 use newsrec_lake::TimeWindow;

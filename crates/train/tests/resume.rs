@@ -7,7 +7,7 @@ use std::{
 };
 
 use chrono::NaiveDate;
-use newsrec_lake::{Lake, ObjectPath};
+use newsrec_lake::{Lake, ObjectPath, layout};
 use newsrec_model::AlsParams;
 use newsrec_testkit::{SynthConfig, fill_lake};
 use newsrec_train::{
@@ -44,12 +44,12 @@ async fn lake_with_clicks() -> (Lake, NaiveDate) {
 async fn run_objects(lake: &Lake, run_id: &str) -> BTreeMap<String, Vec<u8>> {
     let mut objects = BTreeMap::new();
     for path in lake
-        .list_objects(&ObjectPath::from(format!("runs/{run_id}")))
+        .list_objects(&layout::run_prefix(run_id))
         .await
         .unwrap()
     {
         let name = path.filename().unwrap().to_owned();
-        if name != "manifest.json" {
+        if name != layout::MANIFEST_FILE {
             objects.insert(name, lake.get_object(&path).await.unwrap().to_vec());
         }
     }
@@ -58,11 +58,11 @@ async fn run_objects(lake: &Lake, run_id: &str) -> BTreeMap<String, Vec<u8>> {
 
 async fn state_objects(lake: &Lake, run_id: &str) -> Vec<ObjectPath> {
     let mut states: Vec<ObjectPath> = lake
-        .list_objects(&ObjectPath::from(format!("checkpoints/{run_id}")))
+        .list_objects(&layout::checkpoint_prefix(run_id))
         .await
         .unwrap()
         .into_iter()
-        .filter(|path| path.filename().unwrap().starts_with("state-"))
+        .filter(|path| layout::parse_state_checkpoint_name(path.filename().unwrap()).is_some())
         .collect();
     states.sort_by_key(|path| path.to_string());
     states
@@ -189,7 +189,9 @@ async fn checkpoints_of_another_request_are_refused() {
         "{error}"
     );
     assert!(
-        error.to_string().contains("checkpoints/shared-id"),
+        error
+            .to_string()
+            .contains(layout::checkpoint_prefix("shared-id").as_ref()),
         "{error}"
     );
 }
@@ -205,7 +207,7 @@ async fn damaged_served_factors_are_refitted_to_the_same_bytes() {
         .await
         .unwrap_err();
     assert!(matches!(error, TrainError::Interrupted { .. }), "{error}");
-    let factors = ObjectPath::from("runs/refit/als-factors.ckpt");
+    let factors = layout::run_object_path("refit", layout::ALS_FACTORS_OBJECT);
     let mut bytes = lake.get_object(&factors).await.unwrap().to_vec();
     bytes[100] ^= 1;
     lake.put_object(&factors, bytes).await.unwrap();

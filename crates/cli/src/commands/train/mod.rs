@@ -13,7 +13,7 @@ use std::{
 use anyhow::Context;
 use chrono::NaiveDate;
 use newsrec_config::Config;
-use newsrec_lake::{Lake, RunManifest};
+use newsrec_lake::{Lake, RunManifest, layout};
 use newsrec_train::{
     JobControl, StopSignal, TrainProgress, TrainRequest, spot::EXIT_INTERRUPTED, train_with,
 };
@@ -217,14 +217,15 @@ async fn stop_on_signals(stop: StopSignal) {
 
 /// Copies a complete run's objects into SageMaker's model folder (local lakes only).
 fn copy_run_to(lake: &Lake, run_id: &str, model_dir: &Path) -> anyhow::Result<()> {
-    let root = lake.local_root().with_context(|| {
-        format!(
-            "the run is in {}; copying it to {} needs a local lake",
-            lake.uri(),
-            model_dir.display()
-        )
-    })?;
-    let from = root.join(newsrec_lake::layout::RUNS_PREFIX).join(run_id);
+    let from = lake
+        .local_folder(&layout::run_prefix(run_id))
+        .with_context(|| {
+            format!(
+                "the run is in {}; copying it to {} needs a local lake",
+                lake.uri(),
+                model_dir.display()
+            )
+        })?;
     let copied = sagemaker::copy_outputs(&from, model_dir)?;
     println!("copied {copied} run files to {}", model_dir.display());
     Ok(())
