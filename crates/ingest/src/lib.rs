@@ -11,9 +11,11 @@ mod firehose_route;
 mod http;
 pub mod import;
 mod pipeline;
+mod settings;
 
 pub use http::{AcceptedHook, IngestError, IngestReply, IngestState, router};
 pub use pipeline::{
     AckMode, IngestHandle, PipelineOptions, PipelineStats, PipelineTask, ReplayReport, StartError,
     Submission, SubmitError, start,
 };
+pub use settings::{Settings, SettingsError};

@@ -21,7 +21,7 @@ use newsrec_model::{
     AlsFactors, AlsModel, AlsParams, AlsTraining, Dataset, Interaction, PopularityModel,
     PopularityParams, Recommender, TestSet, evaluate_p1,
 };
-use newsrec_train::{ClickLog, TrainSettings, test_set, training_data};
+use newsrec_train::{ClickLog, Settings, test_set, training_data};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
@@ -273,7 +273,7 @@ async fn globo_matrix(dir: &Path, work: &Path) -> anyhow::Result<Matrix> {
             .context("the temporary folder is not UTF-8")?,
     )?;
     import_into(&lake, "bench", ImportArgs::globo(files)).await?;
-    let settings = TrainSettings::default();
+    let settings = Settings::default();
     let window = settings.window_for(test_day);
     let span = TimeWindow::days(window.start_date(), test_day + chrono::Days::new(1));
     let log = ClickLog::read(&lake, span).await?;

@@ -20,10 +20,7 @@ use newsrec_train::{JobControl, StopSignal, TrainProgress, TrainRequest, train_w
 pub use sagemaker::SageMaker;
 pub use spot_runner::{BudgetSpent, EXIT_BUDGET_SPENT, SpotArgs};
 
-use crate::{
-    output,
-    settings::{open_lake, train_settings},
-};
+use crate::{output, settings::open_lake};
 
 /// Exit code of a job stopped by SIGTERM, SIGINT or a spot notice after saving its progress
 /// (`EX_TEMPFAIL`: run the same command again to resume).
@@ -101,7 +98,7 @@ pub async fn run(config: &Config, globals: &Globals, args: TrainArgs) -> anyhow:
         })?,
         _ => open_lake(config, &globals.data_dir)?,
     };
-    let mut settings = train_settings(config);
+    let mut settings = config.train.clone();
     let window_days = match (args.window_days, &sagemaker) {
         (Some(days), _) => Some(days),
         (None, Some(sm)) => sm
