@@ -11,12 +11,11 @@ use std::{
 
 use anyhow::Context;
 use axum::http::{HeaderValue, Method, header};
-use newsrec_config::AckSetting;
 use newsrec_config::Config;
 use newsrec_event::{ClickEvent, EventType};
 use newsrec_feed::{Click, FeedPublisher, FeedSettings, FeedSubscriber, StartAt};
 use newsrec_ingest::AcceptedHook;
-use newsrec_ingest::{AckMode, IngestHandle, IngestState, PipelineOptions, PipelineTask};
+use newsrec_ingest::{IngestHandle, IngestState, PipelineTask};
 use newsrec_lake::Lake;
 use newsrec_serve::{
     Guard, MetricsRender, ServeState,
@@ -26,11 +25,10 @@ use newsrec_serve::{
     spawn_refresher,
 };
 use newsrec_signals::Signals;
-use newsrec_wal::WalOptions;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower_http::cors::CorsLayer;
 
-use crate::settings::{blend, open_lake, open_store, signal_settings};
+use crate::settings::{open_lake, open_store};
 
 /// Which stages a node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -112,8 +110,9 @@ impl Node {
         }
         let lake = open_lake(config, &options.data_dir)?;
         let serving = role != Role::Ingest;
-        let signals = serving.then(|| Signals::new(signal_settings(config)));
-        let max_age_ms = i64::from(config.serve.article_max_age_hours) * 3_600_000;
+        let signals =
+            serving.then(|| Signals::new(config.signals.limits(config.serve.history_limits())));
+        let max_age_ms = config.serve.article_max_age_ms();
         let articles = if serving {
             Some(Arc::new(
                 ArticleRegistry::open(&options.data_dir.join("serve"), max_age_ms)
@@ -196,7 +195,7 @@ impl Node {
                     max_k: serve_config.max_k,
                     metrics: options.metrics.clone(),
                     signals: Some(Arc::clone(&signals)),
-                    blend: blend(config),
+                    blend: serve_config.blend,
                     articles,
                 },
                 guard,
@@ -300,14 +299,9 @@ async fn start_ingest(
     } else {
         PathBuf::from(&config.ingest.wal_dir)
     };
-    let pipeline_options = PipelineOptions {
-        node_id: config.node_id.clone(),
-        wal_dir: wal_dir.clone(),
-        wal: WalOptions::default(),
-        buffer_bytes: u64::from(config.ingest.buffer_size_mib) << 20,
-        buffer_interval: Duration::from_secs(u64::from(config.ingest.buffer_interval_s)),
-        max_backlog_bytes: u64::from(config.ingest.max_backlog_mib) << 20,
-    };
+    let pipeline_options = config
+        .ingest
+        .pipeline_options(config.node_id.clone(), wal_dir.clone());
     let (handle, pipeline, replay) = newsrec_ingest::start(lake, pipeline_options)
         .await
         .with_context(|| format!("starting ingest (write-ahead log in {})", wal_dir.display()))?;
@@ -350,11 +344,7 @@ async fn start_ingest(
     let mut router = newsrec_ingest::router(IngestState {
         pipeline: handle.clone(),
         node_id: config.node_id.clone(),
-        ack: match config.ingest.ack {
-            AckSetting::Wal => AckMode::Wal,
-            AckSetting::Lake => AckMode::Lake,
-            AckSetting::None => AckMode::None,
-        },
+        ack: config.ingest.ack,
         max_body_bytes: config.ingest.max_body_bytes,
         max_records_per_request: config.ingest.max_records_per_request,
         on_accepted: Some(on_accepted),

@@ -3,10 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use newsrec_cli::{
-    node::{Node, NodeOptions},
-    settings::train_settings,
-};
+use newsrec_cli::node::{Node, NodeOptions};
 use newsrec_config::Config;
 use newsrec_kv::EmbeddedStore;
 use newsrec_publish::{GateMode, PublishOptions, publish_run};
@@ -18,7 +15,7 @@ use serde_json::Value;
 async fn clicks_in_recommendations_out() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.ingest.ack = newsrec_config::AckSetting::Lake;
+    config.ingest.ack = newsrec_ingest::AckMode::Lake;
     config.ingest.buffer_interval_s = 0;
     config.serve.refresh_interval_ms = 100;
     // Expiry has its own tests; here lists are compared with what training wrote.
@@ -77,7 +74,7 @@ async fn clicks_in_recommendations_out() {
     }
 
     let serving_day = synth.start + chrono::Days::new(u64::from(synth.days - 1));
-    let request = TrainRequest::new(serving_day, "e2e", train_settings(&config));
+    let request = TrainRequest::new(serving_day, "e2e", config.train.clone());
     let manifest = train(node.lake(), &request).await.unwrap();
     assert!(manifest.outputs.users > 100, "{:?}", manifest.outputs);
     assert_eq!(

@@ -6,13 +6,14 @@
 use std::collections::HashMap;
 
 use newsrec_cli::node::{Node, NodeOptions};
-use newsrec_config::{AckSetting, Config};
+use newsrec_config::Config;
+use newsrec_ingest::AckMode;
 use serde_json::Value;
 
 async fn start() -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.ingest.ack = AckSetting::Lake;
+    config.ingest.ack = AckMode::Lake;
     config.ingest.buffer_interval_s = 0;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let node = Node::start(

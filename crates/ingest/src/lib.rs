@@ -12,6 +12,7 @@ mod firehose_route;
 mod http;
 pub mod import;
 mod pipeline;
+mod settings;
 
 pub use error::IngestError;
 pub use http::{AcceptedHook, IngestReply, IngestState, router};
@@ -19,3 +20,4 @@ pub use pipeline::{
     AckMode, IngestHandle, PipelineOptions, PipelineStats, PipelineTask, ReplayReport, StartError,
     Submission, SubmitError, start,
 };
+pub use settings::{Settings, SettingsError};

@@ -37,8 +37,9 @@ const KIND_COMMIT: u8 = 2;
 /// The file in the log folder that names the node the log belongs to (object names carry it).
 const NODE_FILE: &str = "NODE";
 
-/// When a request is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// When a request is answered (`ingest.ack`: `wal`, `lake` or `none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AckMode {
     /// After the request's record is fsynced in the write-ahead log (the default).
     #[default]

@@ -52,13 +52,12 @@ impl Default for AlsParams {
 }
 
 impl AlsParams {
-    fn validate(&self) -> Result<(), ModelError> {
+    /// Why these parameters cannot be used, naming the field; training refuses them too. The
+    /// upper bounds keep one run's memory (factors) and time (iterations × steps) in reach.
+    pub fn validate(&self) -> Result<(), ModelError> {
         let invalid = |name, reason: String| Err(ModelError::InvalidParameter { name, reason });
-        if self.factors == 0 || self.factors > 1024 {
-            return invalid(
-                "factors",
-                format!("must be in 1..=1024, got {}", self.factors),
-            );
+        if !(1..=1024).contains(&self.factors) {
+            return invalid("factors", format!("must be 1..=1024, got {}", self.factors));
         }
         if !(self.regularization >= 0.0 && self.regularization.is_finite()) {
             return invalid(
@@ -72,13 +71,22 @@ impl AlsParams {
                 format!("must be a finite number >= 0, got {}", self.alpha),
             );
         }
-        if self.cg_steps == 0 {
-            return invalid("cg_steps", "must be at least 1".into());
+        if !(1..=1000).contains(&self.iterations) {
+            return invalid(
+                "iterations",
+                format!("must be 1..=1000, got {}", self.iterations),
+            );
+        }
+        if !(1..=100).contains(&self.cg_steps) {
+            return invalid(
+                "cg_steps",
+                format!("must be 1..=100, got {}", self.cg_steps),
+            );
         }
         if !(0.0..=1.0).contains(&self.popularity_weight) {
             return invalid(
                 "popularity_weight",
-                format!("must be in 0..=1, got {}", self.popularity_weight),
+                format!("must be 0..=1, got {}", self.popularity_weight),
             );
         }
         Ok(())
@@ -680,6 +688,36 @@ mod tests {
             ..params()
         };
         assert!(AlsTraining::start(&dataset, zero).is_err());
+        // Iterations and CG steps are bounded as well (a run that would never end is refused).
+        for (bad, name) in [
+            (
+                AlsParams {
+                    iterations: 0,
+                    ..params()
+                },
+                "iterations",
+            ),
+            (
+                AlsParams {
+                    iterations: 1001,
+                    ..params()
+                },
+                "iterations",
+            ),
+            (
+                AlsParams {
+                    cg_steps: 101,
+                    ..params()
+                },
+                "cg_steps",
+            ),
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(ModelError::InvalidParameter { name: n, .. }) if n == name),
+                "{bad:?}"
+            );
+            assert!(AlsTraining::start(&dataset, bad).is_err());
+        }
         let other = AlsTraining::start(
             &dataset,
             AlsParams {

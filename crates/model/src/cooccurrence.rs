@@ -25,7 +25,7 @@ pub enum Similarity {
 /// How the personal score and the popularity prior combine (both normalised to 0..=1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Blend {
+pub enum PriorBlend {
     /// `(1 - w) * personal + w * popularity`.
     Linear,
     /// `popularity^w * (personal + 0.01)^(1 - w)`: personal taste re-ranks what is popular now.
@@ -49,7 +49,7 @@ pub struct CooccurrenceParams {
     /// Weight of the popularity prior in the blend, 0..=1.
     pub popularity_weight: f32,
     /// How the personal score and the popularity prior combine.
-    pub blend: Blend,
+    pub blend: PriorBlend,
     /// How many of the most popular items join every user's candidates.
     pub popular_candidates: usize,
 }
@@ -62,21 +62,17 @@ impl Default for CooccurrenceParams {
             min_cooccurrence: 2,
             neighbours: 100,
             popularity_weight: 0.5,
-            blend: Blend::Linear,
+            blend: PriorBlend::Linear,
             popular_candidates: 200,
         }
     }
 }
 
 impl CooccurrenceParams {
-    fn validate(&self) -> Result<(), ModelError> {
+    /// Why these parameters cannot be used, naming the field; [`CooccurrenceModel::fit`] refuses
+    /// them too. The size bounds keep memory (items × neighbours) and work per user in reach.
+    pub fn validate(&self) -> Result<(), ModelError> {
         let invalid = |name, reason: String| Err(ModelError::InvalidParameter { name, reason });
-        if !(0.0..=1.0).contains(&self.popularity_weight) {
-            return invalid(
-                "popularity_weight",
-                format!("must be in 0..=1, got {}", self.popularity_weight),
-            );
-        }
         if !(self.affinity_half_life_hours >= 0.0 && self.affinity_half_life_hours.is_finite()) {
             return invalid(
                 "affinity_half_life_hours",
@@ -86,11 +82,26 @@ impl CooccurrenceParams {
                 ),
             );
         }
-        if self.neighbours == 0 {
-            return invalid("neighbours", "must be at least 1".into());
-        }
         if self.min_cooccurrence == 0 {
             return invalid("min_cooccurrence", "must be at least 1".into());
+        }
+        if !(1..=10_000).contains(&self.neighbours) {
+            return invalid(
+                "neighbours",
+                format!("must be 1..=10000, got {}", self.neighbours),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.popularity_weight) {
+            return invalid(
+                "popularity_weight",
+                format!("must be 0..=1, got {}", self.popularity_weight),
+            );
+        }
+        if self.popular_candidates > 100_000 {
+            return invalid(
+                "popular_candidates",
+                format!("must be at most 100000, got {}", self.popular_candidates),
+            );
         }
         Ok(())
     }
@@ -226,10 +237,10 @@ impl Recommender for CooccurrenceModel {
                 0.0
             };
             match self.params.blend {
-                Blend::Linear => (1.0 - weight) * personal_part + weight * popular_part,
+                PriorBlend::Linear => (1.0 - weight) * personal_part + weight * popular_part,
                 // The floor lets a popular item nobody's history points to still rank, below
                 // equally popular items that the history does point to.
-                Blend::Geometric => {
+                PriorBlend::Geometric => {
                     popular_part.powf(weight) * (personal_part + GEOMETRIC_FLOOR).powf(1.0 - weight)
                 }
             }
@@ -324,6 +335,31 @@ mod tests {
         // An unknown user gets popularity order.
         let cold: Vec<u32> = model.recommend(99, 3, &[]).iter().map(|s| s.item).collect();
         assert_eq!(cold[0], 2);
+    }
+
+    #[test]
+    fn out_of_range_parameters_are_named() {
+        let name = |params: CooccurrenceParams| match params.validate() {
+            Err(ModelError::InvalidParameter { name, .. }) => name,
+            Ok(()) => "none",
+        };
+        let default = CooccurrenceParams::default;
+        assert_eq!(name(default()), "none");
+        let neighbours = CooccurrenceParams {
+            neighbours: 10_001,
+            ..default()
+        };
+        assert_eq!(name(neighbours), "neighbours");
+        let candidates = CooccurrenceParams {
+            popular_candidates: 100_001,
+            ..default()
+        };
+        assert_eq!(name(candidates), "popular_candidates");
+        let weight = CooccurrenceParams {
+            popularity_weight: 1.5,
+            ..default()
+        };
+        assert_eq!(name(weight), "popularity_weight");
     }
 
     proptest! {

@@ -14,7 +14,7 @@ mod popularity;
 mod topk;
 
 pub use als::{AlsFactors, AlsModel, AlsParams, AlsTraining};
-pub use cooccurrence::{Blend, CooccurrenceModel, CooccurrenceParams, Similarity};
+pub use cooccurrence::{CooccurrenceModel, CooccurrenceParams, PriorBlend, Similarity};
 pub use dataset::{Dataset, Interaction, decay_weight};
 pub use eval::{EvalMetrics, TestSet, evaluate_p1};
 pub use popularity::{PopularityModel, PopularityParams};

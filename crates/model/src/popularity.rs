@@ -9,7 +9,7 @@ use crate::{Interaction, ModelError, Recommender, ScoredItem, dataset::decay_wei
 
 /// Hyperparameters of [`PopularityModel`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PopularityParams {
     /// Half-life of a click's weight, in hours (0 = plain counts).
     pub half_life_hours: f64,
@@ -20,6 +20,20 @@ impl Default for PopularityParams {
         PopularityParams {
             half_life_hours: 2.0,
         }
+    }
+}
+
+impl PopularityParams {
+    /// Why these parameters cannot be used, naming the field; [`PopularityModel::fit`] refuses
+    /// them too.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if !(self.half_life_hours >= 0.0 && self.half_life_hours.is_finite()) {
+            return Err(ModelError::InvalidParameter {
+                name: "half_life_hours",
+                reason: format!("must be a finite number >= 0, got {}", self.half_life_hours),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -38,15 +52,7 @@ impl PopularityModel {
         anchor_ms: i64,
         params: &PopularityParams,
     ) -> Result<PopularityModel, ModelError> {
-        if !(params.half_life_hours >= 0.0 && params.half_life_hours.is_finite()) {
-            return Err(ModelError::InvalidParameter {
-                name: "half_life_hours",
-                reason: format!(
-                    "must be a finite number >= 0, got {}",
-                    params.half_life_hours
-                ),
-            });
-        }
+        params.validate()?;
         let half_life_ms = params.half_life_hours * 3_600_000.0;
         let mut scores = vec![0f64; n_items];
         for it in interactions {

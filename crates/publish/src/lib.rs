@@ -9,6 +9,7 @@
 //! with the one being served and refuses a clearly worse one.
 
 pub mod gate;
+mod settings;
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use newsrec_lake::{
 
 use gate::Baseline;
 pub use gate::{GateDecision, GateMode};
+pub use settings::{Settings, SettingsError};
 
 /// Why a publish failed. The previously current generation is still served in every case.
 #[derive(Debug, thiserror::Error)]

@@ -22,8 +22,8 @@ use newsrec_kv::{EmbeddedStore, KvError, RecItem, RecStore, UserList};
 use newsrec_lake::{Lake, TimeWindow};
 use newsrec_model::Recommender;
 use newsrec_serve::{Blend, RecommendError, ServeState, articles::ArticleRegistry};
-use newsrec_signals::{SignalSettings, SignalStats, Signals};
-use newsrec_train::{ClickLog, FittedModels, TrainError, TrainSettings};
+use newsrec_signals::{SignalLimits, SignalStats, Signals};
+use newsrec_train::{ClickLog, FittedModels, TrainError};
 use serde::{Deserialize, Serialize};
 
 /// The list length P2 evaluates.
@@ -58,8 +58,8 @@ pub struct ReplayRequest {
     pub sample: usize,
     pub seed: u64,
     pub daily_model: DailyModel,
-    pub train: TrainSettings,
-    pub signals: SignalSettings,
+    pub train: newsrec_train::Settings,
+    pub signals: SignalLimits,
     /// The blend of the `newsrec` variant.
     pub blend: Blend,
     pub article_max_age_ms: i64,
@@ -181,7 +181,10 @@ pub async fn replay_range(
             to: request.to,
         });
     }
-    request.blend.validate().map_err(ReplayError::Settings)?;
+    request
+        .blend
+        .validate()
+        .map_err(|error| ReplayError::Settings(format!("blend.{error}")))?;
     let warmup_ms = i64::from(request.warmup_hours) * 3_600_000;
     if warmup_ms > i64::from(request.train.window_days) * 86_400_000 {
         return Err(ReplayError::Settings(format!(
@@ -352,8 +355,8 @@ async fn fit(
 ) -> Result<FittedModels, ReplayError> {
     let mut settings = request.train.clone();
     if request.daily_model != DailyModel::Als {
-        settings.als = None;
-    } else if settings.als.is_none() {
+        settings.als.enabled = false;
+    } else if !settings.als.enabled {
         return Err(ReplayError::Settings(
             "the daily model is ALS but ALS is turned off in [train.als]".into(),
         ));

@@ -4,9 +4,9 @@
 use newsrec_lake::Lake;
 use newsrec_replay::{DailyModel, ReplayRequest, replay_range};
 use newsrec_serve::Blend;
-use newsrec_signals::SignalSettings;
+use newsrec_signals::SignalLimits;
 use newsrec_testkit::{SynthConfig, fill_lake};
-use newsrec_train::TrainSettings;
+use newsrec_train::Settings;
 
 fn request(synth: &SynthConfig, store_dir: std::path::PathBuf, sample: usize) -> ReplayRequest {
     let first = synth.start + chrono::Days::new(2);
@@ -16,11 +16,11 @@ fn request(synth: &SynthConfig, store_dir: std::path::PathBuf, sample: usize) ->
         sample,
         seed: 7,
         daily_model: DailyModel::Cooccurrence,
-        train: TrainSettings {
+        train: Settings {
             window_days: 2,
-            ..TrainSettings::default()
+            ..Settings::default()
         },
-        signals: SignalSettings::default(),
+        signals: SignalLimits::default(),
         blend: Blend::default(),
         article_max_age_ms: 48 * 3_600_000,
         warmup_hours: 24,

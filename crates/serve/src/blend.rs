@@ -21,10 +21,11 @@ use std::{collections::HashMap, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Item, Source};
+use crate::{Item, SettingsError, Source};
 
-/// Weights and candidate counts of the blend.
+/// Weights and candidate counts of the blend: the `[serve.blend]` section.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Blend {
     /// α: share of the score from the daily list, 0..=1.
     pub daily_weight: f64,
@@ -34,8 +35,11 @@ pub struct Blend {
     pub covisit_weight: f64,
     /// κ: how much co-visitation evidence (decayed clicks) weighs as much as trending.
     pub covisit_prior: f64,
+    /// Top trending articles considered per request.
     pub trending_candidates: usize,
+    /// The user's newest reads whose co-visited neighbours are candidates.
     pub covisit_seeds: usize,
+    /// Neighbours taken per seed.
     pub covisit_candidates: usize,
 }
 
@@ -74,32 +78,51 @@ impl Blend {
         }
     }
 
-    /// Why these settings cannot be used, if they cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Range-checks every value; the first one out of range is named (relative to
+    /// `[serve.blend]`). The caps keep a request's work bounded.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key: &str, reason: String| {
+            Err(SettingsError {
+                key: key.into(),
+                reason,
+            })
+        };
         if !(0.0..=1.0).contains(&self.daily_weight) {
-            return Err(format!(
-                "daily_weight must be 0..=1, got {}",
-                self.daily_weight
-            ));
+            return invalid(
+                "daily_weight",
+                format!("must be 0..=1, got {}", self.daily_weight),
+            );
         }
-        for (name, weight) in [
+        for (key, weight) in [
             ("trending_weight", self.trending_weight),
             ("covisit_weight", self.covisit_weight),
             ("covisit_prior", self.covisit_prior),
         ] {
-            if !(weight.is_finite() && weight >= 0.0) {
-                return Err(format!("{name} must be a finite number >= 0, got {weight}"));
+            if !(weight.is_finite() && (0.0..=1000.0).contains(&weight)) {
+                return invalid(key, format!("must be 0..=1000, got {weight}"));
             }
         }
-        if self.covisit_weight > 0.0 && self.covisit_prior <= 0.0 && self.trending_weight > 0.0 {
-            return Err(
-                "covisit_prior must be > 0 when trending and co-visitation are both on".into(),
+        if self.covisit_weight > 0.0 && self.trending_weight > 0.0 && self.covisit_prior <= 0.0 {
+            return invalid(
+                "covisit_prior",
+                "must be > 0 when trending and co-visitation are both on".into(),
             );
         }
         if self.daily_weight + self.trending_weight + self.covisit_weight <= 0.0 {
-            return Err(
-                "at least one of daily_weight, trending_weight, covisit_weight must be > 0".into(),
+            return invalid(
+                "daily_weight",
+                "daily_weight, trending_weight and covisit_weight are all 0: at least one must be > 0"
+                    .into(),
             );
+        }
+        for (key, count, max) in [
+            ("trending_candidates", self.trending_candidates, 10_000),
+            ("covisit_seeds", self.covisit_seeds, 100),
+            ("covisit_candidates", self.covisit_candidates, 10_000),
+        ] {
+            if count > max {
+                return invalid(key, format!("must be at most {max}, got {count}"));
+            }
         }
         Ok(())
     }
@@ -336,7 +359,7 @@ mod tests {
             daily_weight: f64::NAN,
             ..Blend::default()
         };
-        assert!(blend.validate().unwrap_err().contains("daily_weight"));
+        assert_eq!(blend.validate().unwrap_err().key, "daily_weight");
         let blend = Blend {
             daily_weight: 1.5,
             ..Blend::default()
@@ -353,7 +376,20 @@ mod tests {
             covisit_prior: 0.0,
             ..Blend::default()
         };
-        assert!(no_prior.validate().is_err());
+        assert_eq!(no_prior.validate().unwrap_err().key, "covisit_prior");
+        // Weights and candidate counts are capped, so a request's work stays bounded.
+        let heavy = Blend {
+            trending_weight: 1e6,
+            ..Blend::default()
+        };
+        assert_eq!(heavy.validate().unwrap_err().key, "trending_weight");
+        let many = Blend {
+            covisit_candidates: 10_001,
+            ..Blend::default()
+        };
+        assert_eq!(many.validate().unwrap_err().key, "covisit_candidates");
+        Blend::daily_only().validate().unwrap();
+        Blend::trending_only().validate().unwrap();
     }
 
     proptest::proptest! {

@@ -11,10 +11,12 @@ pub mod articles;
 pub mod auth;
 pub mod blend;
 pub mod error;
+mod settings;
 pub mod shed;
 
 pub use blend::Blend;
 pub use error::{ServeError, StoreError, StoreFailure};
+pub use settings::{Settings, SettingsError};
 
 use std::{
     collections::HashSet,
@@ -431,7 +433,7 @@ pub async fn recommend(
         Some(signals) if blend.covisit_weight > 0.0 && blend.covisit_seeds > 0 => {
             // Only reads of the current visit say what the reader is after now; older ones
             // would pull yesterday's neighbours over today's news.
-            let window_ms = signals.settings().covisit.window_ms;
+            let window_ms = signals.limits().covisit.window_ms;
             recent_reads
                 .iter()
                 .rev()
@@ -561,7 +563,7 @@ mod tests {
     use axum::body::Body;
     use http_body_util::BodyExt;
     use newsrec_kv::{EmbeddedStore, conformance};
-    use newsrec_signals::SignalSettings;
+    use newsrec_signals::SignalLimits;
     use tower::ServiceExt;
 
     async fn get(app: &Router, uri: &str) -> (StatusCode, serde_json::Value) {
@@ -792,7 +794,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SlowStore(EmbeddedStore::open(dir.path()).unwrap()));
         conformance::publish(store.as_ref(), "run-1", &[("u1", &["a1", "a2", "a3"])]).await;
-        let signals = Signals::new(SignalSettings::default());
+        let signals = Signals::new(SignalLimits::default());
         let guard = Guard {
             keys: auth::ApiKeys::new(vec!["secret".into()]),
             admin_keys: auth::ApiKeys::new(vec!["admin".into()]),
@@ -857,7 +859,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path().join("kv")).unwrap());
         conformance::publish(store.as_ref(), "run-1", &[("u1", &["old", "fresh", "f1"])]).await;
-        let signals = Signals::new(SignalSettings::default());
+        let signals = Signals::new(SignalLimits::default());
         let registry = Arc::new(articles::ArticleRegistry::open(dir.path(), 48 * HOUR).unwrap());
         let guard = Guard {
             keys: auth::ApiKeys::default(),

@@ -6,7 +6,8 @@
 //! co-visited neighbours, a user's recent reads, and the watermark. Everything is driven by event
 //! time: the watermark is the newest event time seen, and a click more than `max_lateness_ms`
 //! behind it is not counted (it still reaches the lake), so backfills and replays behave like
-//! live traffic. Memory is bounded by [`SignalSettings`]; [`Signals::stats`] reports it.
+//! live traffic. Memory is bounded by [`SignalLimits`], read from the `[signals]` section
+//! ([`Settings`]); [`Signals::stats`] reports it.
 //!
 //! Pure in-memory state with no I/O: a node shares it between ingest and serve in-process, and
 //! split roles carry the clicks to other nodes through `newsrec-feed`.
@@ -14,6 +15,7 @@
 mod covisit;
 mod decay;
 mod reads;
+mod settings;
 mod trending;
 
 use std::sync::{
@@ -23,11 +25,12 @@ use std::sync::{
 
 pub use covisit::{CoVisitLimits, CoVisitation};
 pub use reads::{HistoryLimits, ReadHistory};
+pub use settings::{Settings, SettingsError};
 pub use trending::{Trending, TrendingLimits, TrendingSnapshot};
 
-/// Every bound and rate of the signals (plain data, from `[signals]` and `[serve]` config).
+/// Every bound and rate of the signals, in event-time milliseconds (from [`Settings::limits`]).
 #[derive(Debug, Clone, Copy)]
-pub struct SignalSettings {
+pub struct SignalLimits {
     pub trending: TrendingLimits,
     pub covisit: CoVisitLimits,
     pub reads: HistoryLimits,
@@ -35,30 +38,10 @@ pub struct SignalSettings {
     pub max_lateness_ms: i64,
 }
 
-impl Default for SignalSettings {
-    fn default() -> SignalSettings {
-        SignalSettings {
-            trending: TrendingLimits {
-                half_life_ms: 3_600_000,
-                max_articles: 200_000,
-                snapshot_len: 200,
-                refresh_ms: 250,
-            },
-            covisit: CoVisitLimits {
-                half_life_ms: 20 * 60_000,
-                window_ms: 30 * 60_000,
-                lookback: 3,
-                backward_weight: 0.0,
-                max_neighbours: 50,
-                max_articles: 200_000,
-            },
-            reads: HistoryLimits {
-                max_users: 1_000_000,
-                max_reads_per_user: 100,
-                ttl_ms: 48 * 3_600_000,
-            },
-            max_lateness_ms: 3_600_000,
-        }
+impl Default for SignalLimits {
+    /// The `[signals]` defaults with the read history's own.
+    fn default() -> SignalLimits {
+        Settings::default().limits(HistoryLimits::default())
     }
 }
 
@@ -87,7 +70,7 @@ pub enum Observed {
 /// The signals of one node.
 #[derive(Debug)]
 pub struct Signals {
-    settings: SignalSettings,
+    limits: SignalLimits,
     trending: Trending,
     covisit: CoVisitation,
     reads: ReadHistory,
@@ -96,25 +79,25 @@ pub struct Signals {
 }
 
 impl Signals {
-    pub fn new(settings: SignalSettings) -> Arc<Signals> {
+    pub fn new(limits: SignalLimits) -> Arc<Signals> {
         Arc::new(Signals {
-            settings,
-            trending: Trending::new(settings.trending),
-            covisit: CoVisitation::new(settings.covisit),
-            reads: ReadHistory::new(settings.reads),
+            limits,
+            trending: Trending::new(limits.trending),
+            covisit: CoVisitation::new(limits.covisit),
+            reads: ReadHistory::new(limits.reads),
             clicks: AtomicU64::new(0),
             late: AtomicU64::new(0),
         })
     }
 
-    pub fn settings(&self) -> &SignalSettings {
-        &self.settings
+    pub fn limits(&self) -> &SignalLimits {
+        &self.limits
     }
 
     /// One acked click: counts it in trending, links it to the user's recent reads, records it.
     pub fn observe(&self, user_id: &str, article_id: &str, ts_ms: i64) -> Observed {
         let watermark = self.reads.watermark_ms().max(ts_ms);
-        if ts_ms < watermark - self.settings.max_lateness_ms {
+        if ts_ms < watermark - self.limits.max_lateness_ms {
             self.late.fetch_add(1, Ordering::Relaxed);
             return Observed::TooLate;
         }
@@ -174,7 +157,7 @@ mod tests {
 
     #[test]
     fn late_clicks_are_not_counted_and_the_rest_are() {
-        let signals = Signals::new(SignalSettings::default());
+        let signals = Signals::new(SignalLimits::default());
         assert_eq!(signals.observe("u", "a", 10_000_000), Observed::Counted);
         assert_eq!(signals.observe("u", "b", 10_000_100), Observed::Counted);
         assert_eq!(signals.observe("v", "c", 1), Observed::TooLate);

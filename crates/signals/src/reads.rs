@@ -25,11 +25,22 @@ const EVICTION_SAMPLE: usize = 8;
 type Shard = Mutex<HashMap<String, VecDeque<(String, i64)>>>;
 
 /// Bounds of a [`ReadHistory`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryLimits {
     pub max_users: usize,
     pub max_reads_per_user: usize,
     pub ttl_ms: i64,
+}
+
+impl Default for HistoryLimits {
+    /// Also the defaults of serving's `history_*` keys, which set these limits on a node.
+    fn default() -> HistoryLimits {
+        HistoryLimits {
+            max_users: 1_000_000,
+            max_reads_per_user: 100,
+            ttl_ms: 48 * 3_600_000,
+        }
+    }
 }
 
 /// Recent reads of each user.

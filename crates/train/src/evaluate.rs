@@ -8,7 +8,7 @@ use newsrec_lake::{Lake, TimeWindow};
 use newsrec_model::EvalMetrics;
 use serde::Serialize;
 
-use crate::{ClickLog, FittedModels, TrainError, TrainSettings};
+use crate::{ClickLog, FittedModels, Settings, TrainError};
 
 /// One test day's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -43,7 +43,7 @@ pub async fn evaluate_range(
     lake: &Lake,
     from: NaiveDate,
     to: NaiveDate,
-    settings: &TrainSettings,
+    settings: &Settings,
 ) -> Result<EvalReport, TrainError> {
     if to < from {
         return Err(TrainError::Settings(format!(
@@ -65,7 +65,7 @@ fn evaluate_days(
     log: &ClickLog,
     from: NaiveDate,
     to: NaiveDate,
-    settings: &TrainSettings,
+    settings: &Settings,
 ) -> Result<EvalReport, TrainError> {
     let mut days = Vec::new();
     for day in from.iter_days().take_while(|day| *day <= to) {

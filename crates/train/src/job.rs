@@ -26,7 +26,7 @@ use newsrec_model::{AlsFactors, AlsTraining, CooccurrenceModel, EvalMetrics, Rec
 use rayon::prelude::*;
 
 use crate::{
-    ClickLog, FittedModels, TrainError, TrainSettings, blocking,
+    ClickLog, FittedModels, Settings, TrainError, blocking,
     checkpoint::{
         AlsProgress, CHECKPOINT_FORMAT_VERSION, CheckpointStore, DayEvaluation, RunState,
         decode_als_model, encode_als_model,
@@ -41,7 +41,7 @@ pub struct TrainRequest {
     /// The serving day D: models train on `[D - window_days, D)`.
     pub date: NaiveDate,
     pub run_id: String,
-    pub settings: TrainSettings,
+    pub settings: Settings,
     /// Where checkpoints go (`checkpoints/<run_id>/` in it); `None`: the lake itself.
     pub checkpoints: Option<Lake>,
     /// Keep the checkpoints once the run is complete (by default they are deleted).
@@ -53,7 +53,7 @@ pub struct TrainRequest {
 
 impl TrainRequest {
     /// A request with checkpoints in the lake, deleted when the run completes.
-    pub fn new(date: NaiveDate, run_id: impl Into<String>, settings: TrainSettings) -> Self {
+    pub fn new(date: NaiveDate, run_id: impl Into<String>, settings: Settings) -> Self {
         TrainRequest {
             date,
             run_id: run_id.into(),
@@ -66,7 +66,7 @@ impl TrainRequest {
 
     /// What identifies the work: a checkpoint of another fingerprint is never resumed from.
     fn fingerprint(&self) -> Result<String, TrainError> {
-        let settings = serde_json::to_string(&self.settings)
+        let settings = serde_json::to_string(&self.settings.run_config())
             .map_err(|e| TrainError::Internal(e.to_string()))?;
         let identity = format!(
             "v{CHECKPOINT_FORMAT_VERSION}\n{}\n{}\n{settings}",
@@ -179,12 +179,9 @@ pub async fn train_with(
 ) -> Result<RunManifest, TrainError> {
     let started = Instant::now();
     let settings = &request.settings;
-    if !["hr@10", "recall@10", "ndcg@10"].contains(&settings.select_metric.as_str()) {
-        return Err(TrainError::Settings(format!(
-            "select_metric {:?} is not hr@10, recall@10 or ndcg@10",
-            settings.select_metric
-        )));
-    }
+    settings
+        .validate()
+        .map_err(|error| TrainError::Settings(error.to_string()))?;
     layout::validate_name("run id", &request.run_id)?;
     let day = request.date;
     let window = settings.window_for(day);
@@ -257,7 +254,7 @@ pub async fn train_with(
         // The served ALS finished in an earlier start; its factors are the run's model object.
         match load_factors(lake, &factors_path, digest).await {
             Ok(factors) => {
-                let iteration = settings.als.as_ref().map_or(0, |p| p.iterations);
+                let iteration = settings.als.params().map_or(0, |p| p.iterations);
                 progress.state.serve_als = Some(AlsProgress { iteration, factors });
             }
             Err(TrainError::Checkpoint { object, reason }) => {
@@ -331,7 +328,7 @@ pub async fn train_with(
         }
     }
 
-    let (chosen, chosen_because) = choose_model(&evaluations, &settings.select_metric);
+    let (chosen, chosen_because) = choose_model(&evaluations, settings.select_metric.name());
     let write_started = Instant::now();
     write_lists(
         lake,
@@ -379,7 +376,8 @@ pub async fn train_with(
             start_ms: window.start_ms,
             end_ms: window.end_ms,
         },
-        config: serde_json::to_value(settings).map_err(|e| TrainError::Internal(e.to_string()))?,
+        config: serde_json::to_value(settings.run_config())
+            .map_err(|e| TrainError::Internal(e.to_string()))?,
         counts: DataCounts {
             clicks: train_clicks as u64,
             duplicates: log.duplicates,
@@ -551,7 +549,7 @@ fn fresh_state(fingerprint: &str, dataset_digest: String) -> RunState {
 async fn fit_models(
     log: &Arc<ClickLog>,
     window: TimeWindow,
-    settings: &TrainSettings,
+    settings: &Settings,
     fit: Fit,
     progress: &mut Progress<'_>,
 ) -> Result<FittedModels, TrainError> {
@@ -560,7 +558,7 @@ async fn fit_models(
         let (log, settings) = (Arc::clone(log), settings.clone());
         move || -> Result<_, TrainError> {
             let (dataset, popularity) = training_data(&log, window, &settings)?;
-            let als = match (settings.als, saved) {
+            let als = match (settings.als.params(), saved) {
                 (None, _) => None,
                 (Some(params), None) => Some(AlsTraining::start(&dataset, params)?),
                 (Some(params), Some(saved)) => Some(AlsTraining::resume(
@@ -575,7 +573,7 @@ async fn fit_models(
     })
     .await??;
     if let Some(mut training) = als.take() {
-        let total = settings.als.as_ref().map_or(0, |p| p.iterations) as u64;
+        let total = settings.als.params().map_or(0, |p| p.iterations) as u64;
         progress
             .control
             .report(fit.stage(), training.iteration() as u64, total);
@@ -617,7 +615,7 @@ fn owned_metrics(metrics: Vec<(&'static str, EvalMetrics)>) -> Vec<(String, Eval
 }
 
 /// Each fitted model with its hyperparameters and size, for the manifest.
-fn model_entries(models: &FittedModels, settings: &TrainSettings) -> Vec<ModelEntry> {
+fn model_entries(models: &FittedModels, settings: &Settings) -> Vec<ModelEntry> {
     let mut entries = vec![
         ModelEntry {
             name: "popularity".into(),
@@ -697,7 +695,7 @@ async fn write_lists(
     log: &Arc<ClickLog>,
     models: &Arc<FittedModels>,
     chosen: &str,
-    settings: &TrainSettings,
+    settings: &Settings,
     progress: &mut Progress<'_>,
 ) -> Result<(), TrainError> {
     let (top_k, part_users) = (settings.top_k, settings.list_part_users.max(1));

@@ -17,61 +17,23 @@ mod control;
 mod evaluate;
 mod job;
 pub mod spot;
+mod settings;
 
 pub use checkpoint::CheckpointStore;
 pub use clicklog::ClickLog;
 pub use control::{ProgressFn, StopSignal, TrainProgress, peak_rss_bytes};
 pub use evaluate::{DayReport, EvalReport, MeanMetrics, evaluate_range};
 pub use job::{JobControl, TrainRequest, train, train_with};
+pub use settings::{
+    AlsSettings, CheckpointSettings, Metric, Settings, SettingsError, SpotSettings,
+};
 
 use chrono::NaiveDate;
 use newsrec_lake::TimeWindow;
 use newsrec_model::{
-    AlsModel, AlsParams, CooccurrenceModel, CooccurrenceParams, Dataset, EvalMetrics, ModelError,
-    PopularityModel, PopularityParams, Recommender, TestSet, evaluate_p1,
+    AlsModel, CooccurrenceModel, Dataset, EvalMetrics, ModelError, PopularityModel, Recommender,
+    TestSet, evaluate_p1,
 };
-use serde::{Deserialize, Serialize};
-
-/// Everything that shapes a training run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainSettings {
-    pub window_days: u32,
-    pub top_k: usize,
-    pub fallback_k: usize,
-    /// Length of each article's similar-articles list.
-    pub similar_k: usize,
-    /// `hr@10`, `recall@10` or `ndcg@10`.
-    pub select_metric: String,
-    pub popularity: PopularityParams,
-    pub cooccurrence: CooccurrenceParams,
-    /// `None`: ALS is not fitted.
-    pub als: Option<AlsParams>,
-    /// Users per `recs-NNNNN.parquet` part (one checkpointed unit of work each).
-    pub list_part_users: usize,
-}
-
-impl Default for TrainSettings {
-    fn default() -> Self {
-        TrainSettings {
-            window_days: 7,
-            top_k: 50,
-            fallback_k: 200,
-            similar_k: 20,
-            select_metric: "ndcg@10".into(),
-            popularity: PopularityParams::default(),
-            cooccurrence: CooccurrenceParams::default(),
-            als: Some(AlsParams::default()),
-            list_part_users: 50_000,
-        }
-    }
-}
-
-impl TrainSettings {
-    /// The training window of serving day `day`: `[day - window_days, day)`.
-    pub fn window_for(&self, day: NaiveDate) -> TimeWindow {
-        TimeWindow::days(day - chrono::Days::new(u64::from(self.window_days)), day)
-    }
-}
 
 /// Why a training or evaluation run failed.
 #[derive(Debug, thiserror::Error)]
@@ -116,11 +78,11 @@ impl FittedModels {
     pub fn fit(
         log: &ClickLog,
         window: TimeWindow,
-        settings: &TrainSettings,
+        settings: &Settings,
     ) -> Result<FittedModels, TrainError> {
         let (dataset, popularity) = training_data(log, window, settings)?;
-        let als = match &settings.als {
-            Some(params) => Some(AlsModel::fit(&dataset, popularity.clone(), params.clone())?),
+        let als = match settings.als.params() {
+            Some(params) => Some(AlsModel::fit(&dataset, popularity.clone(), params)?),
             None => None,
         };
         let cooccurrence =
@@ -166,7 +128,7 @@ impl FittedModels {
 pub fn training_data(
     log: &ClickLog,
     window: TimeWindow,
-    settings: &TrainSettings,
+    settings: &Settings,
 ) -> Result<(Dataset, PopularityModel), TrainError> {
     let clicks = log.slice(window);
     let dataset = Dataset::build(

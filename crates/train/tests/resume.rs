@@ -11,19 +11,19 @@ use newsrec_lake::{Lake, ObjectPath, layout};
 use newsrec_model::AlsParams;
 use newsrec_testkit::{SynthConfig, fill_lake};
 use newsrec_train::{
-    JobControl, StopSignal, TrainError, TrainProgress, TrainRequest, TrainSettings, train,
+    AlsSettings, JobControl, Settings, StopSignal, TrainError, TrainProgress, TrainRequest, train,
     train_with,
 };
 
-fn settings() -> TrainSettings {
-    TrainSettings {
-        als: Some(AlsParams {
+fn settings() -> Settings {
+    Settings {
+        als: AlsSettings {
             factors: 8,
             iterations: 6,
-            ..AlsParams::default()
-        }),
+            ..AlsSettings::default()
+        },
         list_part_users: 250,
-        ..TrainSettings::default()
+        ..Settings::default()
     }
 }
 
@@ -192,6 +192,32 @@ async fn checkpoints_of_another_request_are_refused() {
         error
             .to_string()
             .contains(layout::checkpoint_prefix("shared-id").as_ref()),
+        "{error}"
+    );
+    // How a run is executed (checkpoint cadence, spot notice) is not part of what it computes,
+    // so the same request with other execution settings resumes.
+    let mut same_work = settings();
+    same_work.checkpoint.min_interval_s = 0;
+    same_work.spot.notice = true;
+    train(&lake, &TrainRequest::new(day, "shared-id", same_work))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_out_of_range_are_refused_with_their_key() {
+    let lake = Lake::open("memory://").unwrap();
+    let mut bad = settings();
+    bad.als.iterations = 0;
+    let day = NaiveDate::from_ymd_opt(2024, 1, 8).unwrap();
+    let error = train(&lake, &TrainRequest::new(day, "bad", bad))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, TrainError::Settings(_)), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("als.iterations: must be 1..=1000"),
         "{error}"
     );
 }

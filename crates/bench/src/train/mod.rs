@@ -20,7 +20,7 @@ use newsrec_model::{
     AlsFactors, AlsModel, AlsParams, AlsTraining, Dataset, Interaction, PopularityModel,
     PopularityParams, Recommender, TestSet, evaluate_p1,
 };
-use newsrec_train::{ClickLog, TrainSettings, test_set, training_data};
+use newsrec_train::{ClickLog, Settings, test_set, training_data};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
@@ -269,7 +269,7 @@ async fn globo_matrix<H: Host>(host: &H, dir: &Path, work: &Path) -> Result<Matr
     host.import_globo(&lake, files)
         .await
         .map_err(BenchError::Host)?;
-    let settings = TrainSettings::default();
+    let settings = Settings::default();
     let window = settings.window_for(test_day);
     let span = TimeWindow::days(window.start_date(), test_day + chrono::Days::new(1));
     let log = ClickLog::read(&lake, span).await?;

@@ -16,7 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use newsrec_config::Config;
 use newsrec_event::ClickEvent;
 use newsrec_kv::EmbeddedStore;
-use newsrec_publish::{PublishOptions, publish_run};
+use newsrec_publish::publish_run;
 use newsrec_testkit::{SynthConfig, generate};
 use newsrec_train::{TrainRequest, train};
 
@@ -27,7 +27,6 @@ use super::{
 use crate::{
     node::{Node, NodeOptions},
     output::progress_bar,
-    settings::train_settings,
 };
 
 /// Events per HTTP request the demo sends, and requests in flight.
@@ -144,7 +143,7 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
     let started = Instant::now();
     let manifest = train(
         node.lake(),
-        &TrainRequest::new(serving_day, run_id.clone(), train_settings(&config)),
+        &TrainRequest::new(serving_day, run_id.clone(), config.train.clone()),
     )
     .await?;
     println!("\ntrained in {:.1} s", started.elapsed().as_secs_f64());
@@ -153,11 +152,7 @@ pub async fn run(mut config: Config, data_dir: &Path, args: DemoArgs) -> anyhow:
     // Publish through a second handle on the store folder, exactly as `newsrec publish` run from
     // another process would, and watch the serving node pick it up.
     let publisher = EmbeddedStore::open(demo_dir.join("kv"))?;
-    let options = PublishOptions {
-        batch_users: config.publish.batch_users,
-        keep_generations: config.publish.keep_generations,
-        gate: super::publish::gate_mode(&config.publish, false),
-    };
+    let options = config.publish.options(false);
     let report = publish_run(node.lake(), &publisher, &run_id, options, &|_| {}).await?;
     println!(
         "\npublished generation {} ({} users, {:.0} users/s)",

@@ -12,10 +12,7 @@ use newsrec_replay::{
     DailyModel, P2Metrics, ReplayProgress, ReplayReport, ReplayRequest, replay_range,
 };
 
-use crate::{
-    output,
-    settings::{blend, open_lake, signal_settings, train_settings},
-};
+use crate::{output, settings::open_lake};
 
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
 pub enum EvalFormat {
@@ -70,7 +67,7 @@ pub enum DailyModelArg {
 
 pub async fn run(config: &Config, data_dir: &Path, args: EvalArgs) -> anyhow::Result<()> {
     let lake = open_lake(config, data_dir)?;
-    let mut settings = train_settings(config);
+    let mut settings = config.train.clone();
     if let Some(days) = args.window_days {
         anyhow::ensure!(
             (1..=365).contains(&days),
@@ -124,7 +121,7 @@ pub fn table(report: &EvalReport) -> String {
 async fn replay(
     config: &Config,
     lake: newsrec_lake::Lake,
-    settings: newsrec_train::TrainSettings,
+    settings: newsrec_train::Settings,
     args: &EvalArgs,
     started: std::time::Instant,
 ) -> anyhow::Result<()> {
@@ -141,9 +138,9 @@ async fn replay(
             DailyModelArg::Als => DailyModel::Als,
         },
         train: settings,
-        signals: signal_settings(config),
-        blend: blend(config),
-        article_max_age_ms: i64::from(config.serve.article_max_age_hours) * 3_600_000,
+        signals: config.signals.limits(config.serve.history_limits()),
+        blend: config.serve.blend,
+        article_max_age_ms: config.serve.article_max_age_ms(),
         warmup_hours: args.warmup_hours,
         store_dir: scratch.path().join("kv"),
     };

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::bail;
-use newsrec_config::{Config, PublishConfig};
-use newsrec_publish::{GateMode, PublishOptions, latest_run, publish_run};
+use newsrec_config::Config;
+use newsrec_publish::{latest_run, publish_run};
 
 use crate::{
     output::progress_bar,
@@ -23,16 +23,6 @@ pub struct PublishArgs {
     pub force: bool,
 }
 
-/// The quality gate as the config and `--force` set it.
-pub(crate) fn gate_mode(publish: &PublishConfig, force: bool) -> GateMode {
-    let tolerance = publish.gate_tolerance;
-    match (publish.gate, force) {
-        (false, _) => GateMode::Off,
-        (true, false) => GateMode::Enforce { tolerance },
-        (true, true) => GateMode::Force { tolerance },
-    }
-}
-
 pub async fn run(config: &Config, data_dir: &Path, args: PublishArgs) -> anyhow::Result<()> {
     let lake = open_lake(config, data_dir)?;
     let store = open_store(config, data_dir, false).await?;
@@ -45,11 +35,7 @@ pub async fn run(config: &Config, data_dir: &Path, args: PublishArgs) -> anyhow:
         0,
         "publishing [{bar:40}] {pos}/{len} users {per_sec} eta {eta}",
     );
-    let options = PublishOptions {
-        batch_users: config.publish.batch_users,
-        keep_generations: config.publish.keep_generations,
-        gate: gate_mode(&config.publish, args.force),
-    };
+    let options = config.publish.options(args.force);
     let report = publish_run(&lake, store.as_ref(), &run_id, options, &|progress| {
         bar.set_length(progress.users_total);
         bar.set_position(progress.users_done);

@@ -21,10 +21,7 @@ use newsrec_train::{
 pub use sagemaker::SageMaker;
 pub use spot::SpotArgs;
 
-use crate::{
-    output,
-    settings::{open_lake, train_settings},
-};
+use crate::{output, settings::open_lake};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
@@ -97,7 +94,7 @@ pub async fn run(config: &Config, globals: &Globals, args: TrainArgs) -> anyhow:
         })?,
         _ => open_lake(config, &globals.data_dir)?,
     };
-    let mut settings = train_settings(config);
+    let mut settings = config.train.clone();
     let window_days = match (args.window_days, &sagemaker) {
         (Some(days), _) => Some(days),
         (None, Some(sm)) => sm
