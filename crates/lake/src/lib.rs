@@ -8,7 +8,7 @@
 
 mod count;
 mod error;
-mod errors;
+mod refused;
 mod events;
 pub mod layout;
 pub mod manifest;
@@ -17,7 +17,7 @@ mod runs;
 
 pub use count::EventCount;
 pub use error::LakeError;
-pub use errors::ErrorRecord;
+pub use refused::ErrorRecord;
 pub use events::{EventColumns, TimeWindow, WrittenObject};
 pub use manifest::RunManifest;
 /// Object paths as the lake's methods take them.
