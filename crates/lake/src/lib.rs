@@ -8,20 +8,20 @@
 
 mod count;
 mod error;
-mod refused;
 mod events;
 pub mod layout;
 pub mod manifest;
 pub mod recs;
+mod refused;
 mod runs;
 
 pub use count::EventCount;
 pub use error::LakeError;
-pub use refused::ErrorRecord;
 pub use events::{EventColumns, TimeWindow, WrittenObject};
 pub use manifest::RunManifest;
 /// Object paths as the lake's methods take them.
 pub use object_store::path::Path as ObjectPath;
+pub use refused::ErrorRecord;
 
 use std::{path::PathBuf, sync::Arc};
 
