@@ -8,20 +8,20 @@
 
 mod count;
 mod error;
-mod errors;
 mod events;
 pub mod layout;
 pub mod manifest;
 pub mod recs;
+mod refused;
 mod runs;
 
 pub use count::EventCount;
 pub use error::LakeError;
-pub use errors::ErrorRecord;
 pub use events::{EventColumns, TimeWindow, WrittenObject};
 pub use manifest::RunManifest;
 /// Object paths as the lake's methods take them.
 pub use object_store::path::Path as ObjectPath;
+pub use refused::ErrorRecord;
 
 use std::{path::PathBuf, sync::Arc};
 
