@@ -16,8 +16,8 @@ mod clicklog;
 mod control;
 mod evaluate;
 mod job;
-pub mod spot;
 mod settings;
+pub mod spot;
 
 pub use checkpoint::CheckpointStore;
 pub use clicklog::ClickLog;

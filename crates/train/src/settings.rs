@@ -302,10 +302,7 @@ mod tests {
             key(|s| s.popularity.half_life_hours = -1.0),
             "popularity.half_life_hours"
         );
-        assert_eq!(
-            key(|s| s.spot.notice_poll_ms = 0),
-            "spot.notice_poll_ms"
-        );
+        assert_eq!(key(|s| s.spot.notice_poll_ms = 0), "spot.notice_poll_ms");
         // Off is still checked: turning ALS back on must not meet a bad value.
         assert_eq!(
             key(|s| {
