@@ -8,7 +8,6 @@ use std::{
 
 use chrono::NaiveDate;
 use newsrec_lake::{Lake, ObjectPath, layout};
-use newsrec_model::AlsParams;
 use newsrec_testkit::{SynthConfig, fill_lake};
 use newsrec_train::{
     AlsSettings, JobControl, Settings, StopSignal, TrainError, TrainProgress, TrainRequest, train,
