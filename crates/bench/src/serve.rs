@@ -12,9 +12,8 @@
 use std::{io::Write, path::Path, process::Command, sync::Arc, time::Instant};
 
 use newsrec_config::Config;
-use newsrec_kv::{
-    DynamoStore, EmbeddedStore, RecItem, RecStore, RedisStore, UserList, encode_items,
-};
+use newsrec_kv::{RecItem, RecStore, UserList, encode_items};
+use newsrec_kv_open::OpenOptions;
 use serde::Serialize;
 
 use crate::{BenchError, Format, Host, Report, ServingNode, median};
@@ -321,13 +320,11 @@ async fn open_bench_store(
     embedded_dir: &Path,
 ) -> Result<(&'static str, String, Arc<dyn RecStore>), BenchError> {
     let (name, uri) = bench_store_uri(kv)?;
-    let store: Arc<dyn RecStore> = if uri.is_empty() {
-        Arc::new(EmbeddedStore::open(embedded_dir)?)
-    } else if uri.starts_with("dynamodb://") {
-        Arc::new(DynamoStore::connect(&uri).await?)
-    } else {
-        Arc::new(RedisStore::connect(&uri).await?)
+    let options = OpenOptions {
+        embedded_dir,
+        serving: false,
     };
+    let store = newsrec_kv_open::open(&uri, &options).await?;
     Ok((name, uri, store))
 }
 

@@ -3,9 +3,10 @@
 
 use std::{path::Path, sync::Arc};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use newsrec_config::Config;
-use newsrec_kv::{DynamoStore, EmbeddedStore, RecStore, RedisStore};
+use newsrec_kv::RecStore;
+use newsrec_kv_open::{Backend, OpenOptions};
 use newsrec_lake::Lake;
 
 /// The lake of this node: `lake.uri`, or `<data-dir>/lake`.
@@ -28,29 +29,16 @@ pub async fn open_store(
     serving: bool,
 ) -> anyhow::Result<Arc<dyn RecStore>> {
     let uri = config.kv.uri.as_str();
-    if uri.starts_with("redis://") {
-        let store = RedisStore::connect(uri)
-            .await
-            .context("connecting to the Redis serving store")?;
-        return Ok(Arc::new(store));
-    }
-    if uri.starts_with("dynamodb://") {
-        let store = DynamoStore::connect(uri)
-            .await
-            .context("connecting to the DynamoDB serving store")?;
-        return Ok(Arc::new(store));
-    }
-    if !uri.is_empty() {
-        bail!(
-            "unsupported kv.uri {uri:?}: use redis://…, dynamodb://… or leave it empty for the embedded store"
-        );
-    }
-    let dir = data_dir.join("kv");
-    let store = if serving {
-        EmbeddedStore::open_serving(&dir)
-    } else {
-        EmbeddedStore::open(&dir)
-    }
-    .with_context(|| format!("opening the serving store in {}", dir.display()))?;
-    Ok(Arc::new(store))
+    let backend = Backend::of(uri).context("kv.uri")?;
+    let embedded_dir = data_dir.join("kv");
+    let options = OpenOptions {
+        embedded_dir: &embedded_dir,
+        serving,
+    };
+    newsrec_kv_open::open(uri, &options)
+        .await
+        .with_context(|| match backend {
+            Backend::Embedded => format!("opening the serving store in {}", embedded_dir.display()),
+            other => format!("connecting to the {} serving store", other.name()),
+        })
 }

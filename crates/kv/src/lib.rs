@@ -2,7 +2,11 @@
 //!
 //! Consumes the lists a training run produced (through `publish`); produces lookups for `serve`.
 //! The [`RecStore`] trait is the contract every backend meets; [`EmbeddedStore`] is the default
-//! backend (redb files in the node's folder). Key and file layouts are in `docs/kv-layout.md`.
+//! backend (redb files in the node's folder). The networked backends live in their own crates
+//! (`newsrec-kv-redis`, `newsrec-kv-dynamodb`), so a crate that only reads through the trait
+//! never compiles their clients; `newsrec-kv-open` turns a store uri into one of them. The
+//! shared conformance suite is behind the `conformance` feature, for backends' tests. Key and file
+//! layouts are in `docs/kv-layout.md`.
 //!
 //! # Contract
 //! - A **generation** is one complete set of user lists plus a fallback list, numbered upward.
@@ -18,15 +22,12 @@
 //! - Readers in other processes pick a new current generation up on [`RecStore::refresh`].
 
 mod codec;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
-mod dynamodb_store;
 mod embedded;
-mod redis_store;
 
 pub use codec::{CodecError, decode_items, encode_items};
-pub use dynamodb_store::DynamoStore;
 pub use embedded::EmbeddedStore;
-pub use redis_store::RedisStore;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -86,7 +87,8 @@ pub enum KvError {
     #[error("embedded store error in {path}: {source}")]
     Embedded {
         path: String,
-        source: Box<redb::Error>,
+        /// The embedded engine's error; boxed so its type is not part of this crate's API.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("corrupt value for {key:?} in generation {generation}: {source}")]
     Corrupt {
@@ -108,11 +110,53 @@ pub enum KvError {
     NothingToRollBackTo { current: Option<Generation> },
     #[error("unsupported store uri {uri:?}: {reason}")]
     UnsupportedUri { uri: String, reason: String },
+    /// The backend could not be reached or refused the operation; a retry may succeed.
     #[error("{backend} error: {reason}")]
     Backend {
         backend: &'static str,
         reason: String,
     },
+    /// The backend holds a record (not a list value) this store cannot read: generation info,
+    /// a pointer, an item it did not write.
+    #[error("{backend} holds a record it cannot read: {reason}")]
+    BadRecord {
+        backend: &'static str,
+        reason: String,
+    },
+}
+
+/// What kind of failure a [`KvError`] is: callers choose a retry or a status by it, never by
+/// matching variants (backends add variants; kinds stay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The store cannot be reached or read right now; a retry may succeed.
+    Unavailable,
+    /// A stored value or record cannot be decoded; retrying reads the same bytes.
+    Corrupt,
+    /// The generation asked for does not exist (or there is none to roll back to).
+    NotFound,
+    /// Another publisher holds the store.
+    Locked,
+    /// The request cannot succeed as made: an unsupported uri, a count that does not match.
+    Invalid,
+}
+
+impl KvError {
+    /// The kind of this failure (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            KvError::Io { .. } | KvError::Embedded { .. } | KvError::Backend { .. } => {
+                ErrorKind::Unavailable
+            }
+            KvError::Corrupt { .. } | KvError::BadRecord { .. } => ErrorKind::Corrupt,
+            KvError::NoSuchGeneration(_) | KvError::NothingToRollBackTo { .. } => {
+                ErrorKind::NotFound
+            }
+            KvError::Locked { .. } => ErrorKind::Locked,
+            KvError::CountMismatch { .. } | KvError::UnsupportedUri { .. } => ErrorKind::Invalid,
+        }
+    }
 }
 
 /// The serving store contract (see the crate documentation).
@@ -174,7 +218,8 @@ pub trait GenerationWriter: Send + std::fmt::Debug {
 }
 
 /// Wall-clock epoch milliseconds (seal times, lock leases); 0 if the clock is before 1970.
-pub(crate) fn now_ms() -> i64 {
+/// Public for the backend crates, so every backend stamps seal times the same way.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| {

@@ -18,7 +18,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use newsrec_event::FieldError;
-use newsrec_kv::KvError;
+use newsrec_kv::{ErrorKind, KvError};
 
 use crate::RecommendError;
 
@@ -62,14 +62,18 @@ impl fmt::Display for StoreFailure {
     }
 }
 
-/// The one classification of a store error for serving.
+/// The one classification of a store error for serving, by the error's kind.
 ///
-/// `KvError` offers no classification a caller can branch on, so every store error is treated as
-/// unavailable: answered 503 with `Retry-After`, the safe choice for the backend timeouts and
-/// connection failures that are by far the most common. Once `KvError` reports its kind, this
-/// function is the only place that reads it.
-pub fn store_failure(_error: &KvError) -> StoreFailure {
-    StoreFailure::Unavailable
+/// Only a value the store cannot decode is corrupt (500: a retry reads the same bytes). Every
+/// other kind is answered as unavailable (503 + `Retry-After`): timeouts and lost connections,
+/// but also a generation pruned between reading the pointer and the list, which the next
+/// request reads afresh. Reads never take the publish lock nor parse a uri, so the remaining
+/// kinds do not reach here in practice; unavailable is the answer a client can act on.
+pub fn store_failure(error: &KvError) -> StoreFailure {
+    match error.kind() {
+        ErrorKind::Corrupt => StoreFailure::Corrupt,
+        _ => StoreFailure::Unavailable,
+    }
 }
 
 /// A store read that failed, classified by [`store_failure`].
@@ -241,10 +245,29 @@ mod tests {
     }
 
     #[test]
-    fn store_errors_are_classified_as_unavailable() {
+    fn store_errors_are_classified_by_their_kind() {
         assert_eq!(store_failure(&kv_error()), StoreFailure::Unavailable);
         let error = ServeError::from(kv_error());
         assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+        let vanished = KvError::NoSuchGeneration(7);
+        assert_eq!(store_failure(&vanished), StoreFailure::Unavailable);
+
+        let corrupt = KvError::Corrupt {
+            generation: 7,
+            key: "u1".into(),
+            source: newsrec_kv::decode_items(b"\xff\xff").unwrap_err(),
+        };
+        assert_eq!(store_failure(&corrupt), StoreFailure::Corrupt);
+        assert_eq!(
+            ServeError::from(corrupt).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let bad_record = KvError::BadRecord {
+            backend: "redis",
+            reason: "generation info is not JSON".into(),
+        };
+        assert_eq!(store_failure(&bad_record), StoreFailure::Corrupt);
     }
 
     #[test]

@@ -43,10 +43,9 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
-use crate::{
+use newsrec_kv::{
     Generation, GenerationInfo, GenerationWriter, KvError, RecItem, RecStore, SimilarList,
-    StoredList, UserList,
-    codec::{decode_items, encode_items},
+    StoredList, UserList, decode_items, encode_items,
 };
 
 const BACKEND: &str = "redis";
@@ -612,7 +611,7 @@ async fn seal(
         generation,
         run_id,
         users: expected_users,
-        sealed_at_ms: crate::now_ms(),
+        sealed_at_ms: newsrec_kv::now_ms(),
     };
     let info_json = serde_json::to_vec(&info).map_err(|error| KvError::Backend {
         backend: BACKEND,
@@ -876,7 +875,7 @@ fn script(source: &str, keys: &[String]) -> redis::Cmd {
 }
 
 fn parse_info(key: &str, bytes: &[u8]) -> Result<GenerationInfo, KvError> {
-    serde_json::from_slice(bytes).map_err(|error| KvError::Backend {
+    serde_json::from_slice(bytes).map_err(|error| KvError::BadRecord {
         backend: BACKEND,
         reason: format!("generation info at {key} is corrupt: {error}; publish a new generation"),
     })
@@ -937,7 +936,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::conformance;
+    use newsrec_kv::conformance;
 
     const URL_VARIABLE: &str = "NEWSREC_TEST_REDIS_URL";
 

@@ -34,10 +34,9 @@ use aws_sdk_dynamodb::{
     },
 };
 
-use crate::{
+use newsrec_kv::{
     Generation, GenerationInfo, GenerationWriter, KvError, RecItem, RecStore, SimilarList,
-    StoredList, UserList,
-    codec::{decode_items, encode_items},
+    StoredList, UserList, decode_items, encode_items,
 };
 
 const BACKEND: &str = "dynamodb";
@@ -454,7 +453,7 @@ impl DynamoWriter {
             generation: self.generation,
             run_id: self.run_id.clone(),
             users: stored,
-            sealed_at_ms: crate::now_ms(),
+            sealed_at_ms: newsrec_kv::now_ms(),
         };
         self.table
             .put_item("sealing the generation", info_item(&info, true))
@@ -827,7 +826,7 @@ impl Table {
     /// missing or its lease has expired.
     async fn acquire_lock(&self) -> Result<Lease, KvError> {
         let owner = lock_owner();
-        let now = crate::now_ms();
+        let now = newsrec_kv::now_ms();
         let mut item = key_item(LOCK_KEY.into());
         item.insert("owner".into(), AttributeValue::S(owner.clone()));
         item.insert(
@@ -874,7 +873,7 @@ impl Table {
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(
                 ":expires",
-                number(crate::now_ms().saturating_add(lease_ms())),
+                number(newsrec_kv::now_ms().saturating_add(lease_ms())),
             )
             .expression_attribute_values(":owner", AttributeValue::S(lease.owner.clone()))
             .send()
@@ -1322,10 +1321,13 @@ fn decode_value(item: &Item, generation: Generation, key: &str) -> Result<Vec<Re
 }
 
 fn corrupt_item(pk: &str, attribute: &str, expected: &str) -> KvError {
-    backend_error(format!(
-        "item {pk:?} has no valid attribute {attribute:?} ({expected} expected); the table holds \
-         items this store did not write: use a table of its own"
-    ))
+    KvError::BadRecord {
+        backend: BACKEND,
+        reason: format!(
+            "item {pk:?} has no valid attribute {attribute:?} ({expected} expected); the table \
+             holds items this store did not write: use a table of its own"
+        ),
+    }
 }
 
 fn unprocessed_error(table: &str, operation: &str, what: &str, left: Unprocessed) -> KvError {
@@ -1358,7 +1360,7 @@ fn lock_owner() -> String {
     format!(
         "{}-{}-{sequence}-{nonce}",
         std::process::id(),
-        crate::now_ms()
+        newsrec_kv::now_ms()
     )
 }
 
@@ -1369,8 +1371,8 @@ fn lease_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance;
     use aws_sdk_dynamodb::config::Credentials;
+    use newsrec_kv::conformance;
 
     const ENDPOINT_VAR: &str = "NEWSREC_TEST_DYNAMODB_ENDPOINT";
 
@@ -1606,7 +1608,7 @@ mod tests {
         format!(
             "newsrec-test-{case}-{}-{}-{sequence}",
             std::process::id(),
-            crate::now_ms()
+            newsrec_kv::now_ms()
         )
     }
 
@@ -1774,7 +1776,7 @@ mod tests {
         with_store("expired", |store, _| async move {
             let mut stale = key_item(LOCK_KEY.into());
             stale.insert("owner".into(), AttributeValue::S("dead-publisher".into()));
-            stale.insert("expires_at_ms".into(), number(crate::now_ms() - 1));
+            stale.insert("expires_at_ms".into(), number(newsrec_kv::now_ms() - 1));
             store.table.put_item("test", stale).await.unwrap();
             let generation = conformance::publish(&*store, "run-a", &[("u1", &["a1"])]).await;
             assert_eq!(
@@ -1862,7 +1864,7 @@ mod tests {
             };
             let mut stale = key_item(LOCK_KEY.into());
             stale.insert("owner".into(), AttributeValue::S("crashed".into()));
-            stale.insert("expires_at_ms".into(), number(crate::now_ms() - 1));
+            stale.insert("expires_at_ms".into(), number(newsrec_kv::now_ms() - 1));
             store.table.put_item("test", stale).await.unwrap();
             assert_eq!(store.generations().await.unwrap().len(), 1);
             assert!(matches!(
