@@ -160,7 +160,7 @@ async fn clicks_in_recommendations_out() {
     let reply: Value = client
         .get(format!(
             "{base}/v1/articles/{}/similar?k=3",
-            article.user_id
+            article.article_id
         ))
         .send()
         .await

@@ -29,6 +29,52 @@ pub struct UserRecs {
     pub items: Vec<RankedArticle>,
 }
 
+/// One article's most similar articles, best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimilarArticles {
+    pub article_id: String,
+    pub items: Vec<RankedArticle>,
+}
+
+/// A ranked list under a key (a user, an article): the one shape both long-format tables
+/// encode, so their writer and reader are one piece of code.
+trait KeyedList {
+    fn new(key: String, items: Vec<RankedArticle>) -> Self;
+    fn key(&self) -> &str;
+    fn items(&self) -> &[RankedArticle];
+    fn push(&mut self, item: RankedArticle);
+}
+
+impl KeyedList for UserRecs {
+    fn new(user_id: String, items: Vec<RankedArticle>) -> Self {
+        UserRecs { user_id, items }
+    }
+    fn key(&self) -> &str {
+        &self.user_id
+    }
+    fn items(&self) -> &[RankedArticle] {
+        &self.items
+    }
+    fn push(&mut self, item: RankedArticle) {
+        self.items.push(item);
+    }
+}
+
+impl KeyedList for SimilarArticles {
+    fn new(article_id: String, items: Vec<RankedArticle>) -> Self {
+        SimilarArticles { article_id, items }
+    }
+    fn key(&self) -> &str {
+        &self.article_id
+    }
+    fn items(&self) -> &[RankedArticle] {
+        &self.items
+    }
+    fn push(&mut self, item: RankedArticle) {
+        self.items.push(item);
+    }
+}
+
 /// Schema of `recs-*.parquet`.
 pub fn recs_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -63,33 +109,35 @@ pub fn recs_to_batch(users: &[UserRecs]) -> Result<RecordBatch, ArrowError> {
     keyed_lists_to_batch(recs_schema(), users)
 }
 
-/// Encodes similar-article lists (keyed by article, in `UserRecs::user_id`) as one batch of
-/// `similar_schema`.
-pub fn similar_to_batch(lists: &[UserRecs]) -> Result<RecordBatch, ArrowError> {
+/// Encodes similar-article lists as one batch of `similar_schema`.
+pub fn similar_to_batch(lists: &[SimilarArticles]) -> Result<RecordBatch, ArrowError> {
     keyed_lists_to_batch(similar_schema(), lists)
 }
 
-/// Decodes batches of `similar_schema` (the key lands in `UserRecs::user_id`).
-pub fn similar_from_batches(batches: &[RecordBatch]) -> Result<Vec<UserRecs>, ArrowError> {
+/// Decodes batches of `similar_schema` (consecutive rows of an article merge).
+pub fn similar_from_batches(batches: &[RecordBatch]) -> Result<Vec<SimilarArticles>, ArrowError> {
     keyed_lists_from_batches(batches, "article_id", "similar_article_id")
 }
 
-fn keyed_lists_to_batch(schema: SchemaRef, users: &[UserRecs]) -> Result<RecordBatch, ArrowError> {
-    let rows: usize = users.iter().map(|u| u.items.len()).sum();
-    let mut user_id = StringBuilder::with_capacity(rows, rows * 8);
+fn keyed_lists_to_batch<L: KeyedList>(
+    schema: SchemaRef,
+    lists: &[L],
+) -> Result<RecordBatch, ArrowError> {
+    let rows: usize = lists.iter().map(|list| list.items().len()).sum();
+    let mut key = StringBuilder::with_capacity(rows, rows * 8);
     let mut rank = Int32Builder::with_capacity(rows);
     let mut article_id = StringBuilder::with_capacity(rows, rows * 8);
     let mut score = Float32Builder::with_capacity(rows);
-    for user in users {
-        for (position, item) in user.items.iter().enumerate() {
-            user_id.append_value(&user.user_id);
+    for list in lists {
+        for (position, item) in list.items().iter().enumerate() {
+            key.append_value(list.key());
             rank.append_value(position as i32 + 1);
             article_id.append_value(&item.article_id);
             score.append_value(item.score);
         }
     }
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(user_id.finish()),
+        Arc::new(key.finish()),
         Arc::new(rank.finish()),
         Arc::new(article_id.finish()),
         Arc::new(score.finish()),
@@ -118,14 +166,14 @@ pub fn recs_from_batches(batches: &[RecordBatch]) -> Result<Vec<UserRecs>, Arrow
     keyed_lists_from_batches(batches, "user_id", "article_id")
 }
 
-fn keyed_lists_from_batches(
+fn keyed_lists_from_batches<L: KeyedList>(
     batches: &[RecordBatch],
     key: &str,
     item: &str,
-) -> Result<Vec<UserRecs>, ArrowError> {
-    let mut users: Vec<UserRecs> = Vec::new();
+) -> Result<Vec<L>, ArrowError> {
+    let mut lists: Vec<L> = Vec::new();
     for batch in batches {
-        let user_id = column::<StringArray>(batch, key)?;
+        let keys = column::<StringArray>(batch, key)?;
         let article_id = column::<StringArray>(batch, item)?;
         let score = column::<Float32Array>(batch, "score")?;
         for row in 0..batch.num_rows() {
@@ -133,16 +181,13 @@ fn keyed_lists_from_batches(
                 article_id: article_id.value(row).to_owned(),
                 score: score.value(row),
             };
-            match users.last_mut() {
-                Some(last) if last.user_id == user_id.value(row) => last.items.push(item),
-                _ => users.push(UserRecs {
-                    user_id: user_id.value(row).to_owned(),
-                    items: vec![item],
-                }),
+            match lists.last_mut() {
+                Some(last) if last.key() == keys.value(row) => last.push(item),
+                _ => lists.push(L::new(keys.value(row).to_owned(), vec![item])),
             }
         }
     }
-    Ok(users)
+    Ok(lists)
 }
 
 /// Decodes batches of `fallback_schema`.
@@ -195,9 +240,17 @@ mod tests {
         let batch = recs_to_batch(&users).unwrap();
         assert_eq!(batch.num_rows(), 3);
         assert_eq!(recs_from_batches(&[batch]).unwrap(), users);
-        let similar = similar_to_batch(&users).unwrap();
+        let similar_lists: Vec<SimilarArticles> = users
+            .iter()
+            .map(|user| SimilarArticles {
+                article_id: user.user_id.clone(),
+                items: user.items.clone(),
+            })
+            .collect();
+        let similar = similar_to_batch(&similar_lists).unwrap();
+        assert_eq!(similar.schema().field(0).name(), "article_id");
         assert_eq!(similar.schema().field(2).name(), "similar_article_id");
-        assert_eq!(similar_from_batches(&[similar]).unwrap(), users);
+        assert_eq!(similar_from_batches(&[similar]).unwrap(), similar_lists);
         let fallback = vec![item("x", 3.0)];
         assert_eq!(
             fallback_from_batches(&[fallback_to_batch(&fallback).unwrap()]).unwrap(),

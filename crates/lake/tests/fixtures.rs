@@ -25,9 +25,9 @@ use newsrec_lake::{
         Timings,
     },
     recs::{
-        RankedArticle, UserRecs, fallback_from_batches, fallback_schema, fallback_to_batch,
-        recs_from_batches, recs_schema, recs_to_batch, similar_from_batches, similar_schema,
-        similar_to_batch,
+        RankedArticle, SimilarArticles, UserRecs, fallback_from_batches, fallback_schema,
+        fallback_to_batch, recs_from_batches, recs_schema, recs_to_batch, similar_from_batches,
+        similar_schema, similar_to_batch,
     },
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -132,15 +132,15 @@ fn fixture_fallback() -> Vec<RankedArticle> {
     vec![item("a1", 40.0), item("a2", 31.5), item("notícia-ç", 0.25)]
 }
 
-/// Similar lists, keyed by article (in `UserRecs::user_id`).
-fn fixture_similar() -> Vec<UserRecs> {
+/// Similar lists, keyed by article.
+fn fixture_similar() -> Vec<SimilarArticles> {
     vec![
-        UserRecs {
-            user_id: "a1".into(),
+        SimilarArticles {
+            article_id: "a1".into(),
             items: vec![item("a2", 0.75), item("a3", 0.125)],
         },
-        UserRecs {
-            user_id: "a2".into(),
+        SimilarArticles {
+            article_id: "a2".into(),
             items: vec![item("a1", 0.75)],
         },
     ]
@@ -274,17 +274,36 @@ fn bits(items: &[RankedArticle]) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// Keys and score bits of keyed lists, so a fixture compares exactly (NaN-free, -0.0 apart).
+fn keyed_bits<'a>(
+    lists: impl IntoIterator<Item = (&'a str, &'a [RankedArticle])>,
+) -> Vec<(String, Vec<(String, u32)>)> {
+    lists
+        .into_iter()
+        .map(|(key, items)| (key.to_owned(), bits(items)))
+        .collect()
+}
+
 fn assert_lists_equal(read: &[UserRecs], expected: &[UserRecs]) {
-    assert_eq!(read.len(), expected.len());
-    for (read, want) in read.iter().zip(expected) {
-        assert_eq!(read.user_id, want.user_id);
-        assert_eq!(
-            bits(&read.items),
-            bits(&want.items),
-            "list of {}",
-            want.user_id
-        );
-    }
+    let view = |lists: &'_ [UserRecs]| {
+        keyed_bits(
+            lists
+                .iter()
+                .map(|l| (l.user_id.as_str(), l.items.as_slice())),
+        )
+    };
+    assert_eq!(view(read), view(expected));
+}
+
+fn assert_similar_equal(read: &[SimilarArticles], expected: &[SimilarArticles]) {
+    let view = |lists: &'_ [SimilarArticles]| {
+        keyed_bits(
+            lists
+                .iter()
+                .map(|l| (l.article_id.as_str(), l.items.as_slice())),
+        )
+    };
+    assert_eq!(view(read), view(expected));
 }
 
 fn assert_fields(batches: &[RecordBatch], expected: &arrow_schema::SchemaRef) {
@@ -381,7 +400,7 @@ async fn similar_v1_fixture_reads_list_by_list() {
         .await
         .unwrap();
     assert_fields(&batches, &similar_schema());
-    assert_lists_equal(&similar_from_batches(&batches).unwrap(), &fixture_similar());
+    assert_similar_equal(&similar_from_batches(&batches).unwrap(), &fixture_similar());
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 //! with the one being served and refuses a clearly worse one.
 
 pub mod gate;
+mod generation;
 mod settings;
 
 use std::time::{Duration, Instant};
@@ -16,16 +17,15 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use arrow_schema::ArrowError;
 
-use newsrec_kv::{Generation, KvError, RecItem, RecStore, SimilarList, UserList};
+use newsrec_kv::{Generation, KvError, RecStore};
 use newsrec_lake::{
     Lake, LakeError, RunManifest,
-    recs::{
-        RankedArticle, UserRecs, fallback_from_batches, recs_from_batches, similar_from_batches,
-    },
+    recs::{fallback_from_batches, recs_from_batches, similar_from_batches},
 };
 
 use gate::Baseline;
 pub use gate::{GateDecision, GateMode};
+pub use generation::{GenerationPublisher, Published};
 pub use settings::{Settings, SettingsError};
 
 /// Why a publish failed. The previously current generation is still served in every case.
@@ -95,7 +95,7 @@ impl PublishReport {
 pub struct PublishOptions {
     /// Users per store write.
     pub batch_users: usize,
-    /// Sealed generations kept besides the current one.
+    /// Sealed generations kept, the new current one included (see `RecStore::prune`).
     pub keep_generations: usize,
     /// Whether a run worse than the served one is refused.
     pub gate: GateMode,
@@ -128,12 +128,12 @@ pub async fn latest_run(lake: &Lake) -> Result<String, PublishError> {
 }
 
 /// Reads one keyed-lists table of a run.
-async fn read_lists(
+async fn read_lists<T>(
     lake: &Lake,
     run_id: &str,
     table: &str,
-    decode: fn(&[RecordBatch]) -> Result<Vec<UserRecs>, ArrowError>,
-) -> Result<Vec<UserRecs>, PublishError> {
+    decode: fn(&[RecordBatch]) -> Result<Vec<T>, ArrowError>,
+) -> Result<Vec<T>, PublishError> {
     let batches =
         lake.read_run_table(run_id, table)
             .await
@@ -213,16 +213,6 @@ async fn apply_gate(
     Ok(Some(decision))
 }
 
-fn rec_items(items: Vec<RankedArticle>) -> Vec<RecItem> {
-    items
-        .into_iter()
-        .map(|it| RecItem {
-            article_id: it.article_id,
-            score: it.score,
-        })
-        .collect()
-}
-
 /// Publishes `run_id` into `store` and makes it current.
 pub async fn publish_run(
     lake: &Lake,
@@ -247,30 +237,19 @@ pub async fn publish_run(
     })?;
     let gate = apply_gate(lake, store, run_id, &manifest, options.gate).await?;
     let users_total = manifest.outputs.users;
-    let mut writer = store.create_generation(run_id).await?;
-    let generation = writer.generation();
+    let mut publisher = GenerationPublisher::start(store, run_id, options.batch_users).await?;
+    let generation = publisher.generation();
     tracing::info!(run_id, generation, users = users_total, "publishing");
-    let batch_size = options.batch_users.max(1);
-    let mut users_done = 0u64;
     for part in &manifest.outputs.parts {
         let lists = read_lists(lake, run_id, part, recs_from_batches).await?;
-        let mut lists = lists.into_iter().peekable();
-        while lists.peek().is_some() {
-            let batch: Vec<UserList> = lists
-                .by_ref()
-                .take(batch_size)
-                .map(|user| UserList {
-                    user_id: user.user_id,
-                    items: rec_items(user.items),
+        publisher
+            .put_users(lists, &mut |users_done| {
+                progress(PublishProgress {
+                    users_done,
+                    users_total,
                 })
-                .collect();
-            users_done += batch.len() as u64;
-            writer.put_users(batch).await?;
-            progress(PublishProgress {
-                users_done,
-                users_total,
-            });
-        }
+            })
+            .await?;
     }
     let fallback_batches = lake
         .read_run_table(run_id, &manifest.outputs.fallback)
@@ -282,26 +261,15 @@ pub async fn publish_run(
             table: manifest.outputs.fallback.clone(),
             reason: error.to_string(),
         })?;
-    writer.put_fallback(rec_items(fallback)).await?;
+    publisher.put_fallback(fallback).await?;
     if let Some(table) = &manifest.outputs.similar {
         let lists = read_lists(lake, run_id, table, similar_from_batches).await?;
-        let mut lists = lists.into_iter().peekable();
-        while lists.peek().is_some() {
-            let batch: Vec<SimilarList> = lists
-                .by_ref()
-                .take(batch_size)
-                .map(|list| SimilarList {
-                    article_id: list.user_id,
-                    items: rec_items(list.items),
-                })
-                .collect();
-            writer.put_similar(batch).await?;
-        }
+        publisher.put_similar(lists).await?;
     }
     // Seals only if the store holds exactly the users the manifest promises.
-    let info = writer.finish(users_total).await?;
-    store.activate(info.generation).await?;
-    let pruned = store.prune(options.keep_generations).await?;
+    let Published { info, pruned } = publisher
+        .finish(users_total, options.keep_generations)
+        .await?;
     let report = PublishReport {
         run_id: run_id.to_owned(),
         generation: info.generation,

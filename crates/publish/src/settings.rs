@@ -9,7 +9,8 @@ use crate::{GateMode, PublishOptions};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// Sealed generations kept besides the current one (for rollback).
+    /// Sealed generations kept after a publish, the new current one included; the older ones
+    /// are what `newsrec rollback` can return to.
     pub keep_generations: usize,
     /// Users written per store batch.
     pub batch_users: usize,

@@ -18,35 +18,20 @@ pub mod sample;
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use chrono::{Datelike, NaiveDate};
-use newsrec_kv::{EmbeddedStore, KvError, RecItem, RecStore, UserList};
+use newsrec_kv::{EmbeddedStore, KvError};
 use newsrec_lake::{Lake, TimeWindow};
-use newsrec_model::Recommender;
+use newsrec_publish::GenerationPublisher;
 use newsrec_serve::{Blend, RecommendError, ServeState, articles::ArticleRegistry};
 use newsrec_signals::{SignalLimits, SignalStats, Signals};
-use newsrec_train::{ClickLog, FittedModels, TrainError};
+pub use newsrec_train::ModelKind;
+use newsrec_train::{ClickLog, FittedModels, TrainError, lists};
 use serde::{Deserialize, Serialize};
 
 /// The list length P2 evaluates.
 pub const P2_K: usize = 10;
 
-/// Which model makes the daily lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DailyModel {
-    Popularity,
-    Cooccurrence,
-    Als,
-}
-
-impl DailyModel {
-    fn name(self) -> &'static str {
-        match self {
-            DailyModel::Popularity => "popularity",
-            DailyModel::Cooccurrence => "cooccurrence",
-            DailyModel::Als => "als",
-        }
-    }
-}
+/// Generations kept in the scratch store (the current one included).
+const KEEP_GENERATIONS: usize = 2;
 
 /// What to replay and how.
 #[derive(Debug, Clone)]
@@ -57,7 +42,7 @@ pub struct ReplayRequest {
     /// Most sampled clicks per day.
     pub sample: usize,
     pub seed: u64,
-    pub daily_model: DailyModel,
+    pub daily_model: ModelKind,
     pub train: newsrec_train::Settings,
     pub signals: SignalLimits,
     /// The blend of the `newsrec` variant.
@@ -122,7 +107,7 @@ impl From<SignalStats> for SignalsAtEnd {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplayReport {
     pub protocol: String,
-    pub daily_model: DailyModel,
+    pub daily_model: ModelKind,
     pub days: Vec<ReplayDay>,
     pub mean: Vec<(String, P2Metrics)>,
 }
@@ -261,8 +246,7 @@ pub async fn replay_range(
             &sampled,
             day_range.start,
         )
-        .await
-        .map_err(store_error)?;
+        .await?;
 
         let mut sums = vec![P2Metrics::default(); variants.len()];
         let mut next_sample = sampled.iter().peekable();
@@ -354,7 +338,7 @@ async fn fit(
     request: &ReplayRequest,
 ) -> Result<FittedModels, ReplayError> {
     let mut settings = request.train.clone();
-    if request.daily_model != DailyModel::Als {
+    if request.daily_model != ModelKind::Als {
         settings.als.enabled = false;
     } else if !settings.als.enabled {
         return Err(ReplayError::Settings(
@@ -368,8 +352,9 @@ async fn fit(
         .map_err(ReplayError::from)
 }
 
-/// Publishes the daily lists of the users with a sampled click as a new generation, as
-/// `newsrec publish` would (lists, fallback, verify, switch, prune). Returns the user count.
+/// Publishes the daily lists of the users with a sampled click as a new generation, through
+/// the same list-making as `newsrec train` and the same publisher as `newsrec publish` (lists,
+/// fallback, verify, switch, prune). Returns the number of users with a list.
 async fn publish_day(
     store: &EmbeddedStore,
     log: &ClickLog,
@@ -378,48 +363,40 @@ async fn publish_day(
     date: NaiveDate,
     sampled: &[usize],
     day_start: usize,
-) -> Result<usize, KvError> {
-    let model: &dyn Recommender = models
-        .all()
-        .into_iter()
-        .find(|model| model.name() == request.daily_model.name())
-        .unwrap_or(&models.popularity);
+) -> Result<usize, ReplayError> {
+    let store_error = |source: KvError| ReplayError::Store {
+        dir: request.store_dir.display().to_string(),
+        source,
+    };
     let mut users: Vec<u32> = sampled
         .iter()
         .map(|offset| log.clicks[day_start + offset].user)
         .collect();
     users.sort_unstable();
     users.dedup();
-    let dataset = models.dataset();
-    let lists: Vec<UserList> = users
-        .iter()
-        .map(|&user| UserList {
-            user_id: log.users[user as usize].clone(),
-            items: model
-                .recommend(user, request.train.top_k, dataset.user_items(user))
-                .into_iter()
-                .map(|scored| RecItem {
-                    article_id: log.items[scored.item as usize].clone(),
-                    score: scored.score,
-                })
-                .collect(),
-        })
-        .collect();
-    let fallback: Vec<RecItem> = models
-        .popularity
-        .ranked()
-        .iter()
-        .take(request.train.fallback_k)
-        .map(|scored| RecItem {
-            article_id: log.items[scored.item as usize].clone(),
-            score: scored.score,
-        })
-        .collect();
-    let mut writer = store.create_generation(&format!("replay-{date}")).await?;
-    writer.put_users(lists).await?;
-    writer.put_fallback(fallback).await?;
-    let info = writer.finish(users.len() as u64).await?;
-    store.activate(info.generation).await?;
-    store.prune(2).await?;
-    Ok(users.len())
+    let lists = lists::user_lists(
+        log,
+        models,
+        request.daily_model,
+        request.train.top_k,
+        &users,
+    )?;
+    let published = lists.len();
+    let fallback = lists::fallback_list(log, models, request.train.fallback_k);
+    let mut publisher = GenerationPublisher::start(store, &format!("replay-{date}"), published)
+        .await
+        .map_err(store_error)?;
+    publisher
+        .put_users(lists, &mut |_| {})
+        .await
+        .map_err(store_error)?;
+    publisher
+        .put_fallback(fallback)
+        .await
+        .map_err(store_error)?;
+    publisher
+        .finish(published as u64, KEEP_GENERATIONS)
+        .await
+        .map_err(store_error)?;
+    Ok(published)
 }

@@ -2,7 +2,7 @@
 //! deterministic for a seed, samples as told, and the variants measure different things.
 
 use newsrec_lake::Lake;
-use newsrec_replay::{DailyModel, ReplayRequest, replay_range};
+use newsrec_replay::{ModelKind, ReplayRequest, replay_range};
 use newsrec_serve::Blend;
 use newsrec_signals::SignalLimits;
 use newsrec_testkit::{SynthConfig, fill_lake};
@@ -15,7 +15,7 @@ fn request(synth: &SynthConfig, store_dir: std::path::PathBuf, sample: usize) ->
         to: first + chrono::Days::new(1),
         sample,
         seed: 7,
-        daily_model: DailyModel::Cooccurrence,
+        daily_model: ModelKind::Cooccurrence,
         train: Settings {
             window_days: 2,
             ..Settings::default()

@@ -90,7 +90,7 @@ fn evaluate_days(
             test_clicks,
             models: metrics
                 .into_iter()
-                .map(|(name, m)| (name.to_owned(), m))
+                .map(|(kind, m)| (kind.name().to_owned(), m))
                 .collect(),
         });
     }

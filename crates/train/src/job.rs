@@ -20,20 +20,24 @@ use newsrec_lake::{
         DataCounts, DataWindow, Evaluation, Execution, MANIFEST_VERSION, ModelEntry, RunManifest,
         RunOutputs, Timings,
     },
-    recs::{RankedArticle, UserRecs, fallback_to_batch, recs_to_batch, similar_to_batch},
+    recs::{fallback_to_batch, recs_to_batch, similar_to_batch},
 };
-use newsrec_model::{AlsFactors, AlsTraining, CooccurrenceModel, EvalMetrics, Recommender};
-use rayon::prelude::*;
+use newsrec_model::{AlsFactors, AlsTraining, CooccurrenceModel, EvalMetrics};
 
 use crate::{
-    ClickLog, FittedModels, Settings, TrainError, blocking,
+    ClickLog, FittedModels, ModelKind, Settings, TrainError, blocking,
     checkpoint::{
         AlsProgress, CHECKPOINT_FORMAT_VERSION, CheckpointStore, DayEvaluation, RunState,
         decode_als_model, encode_als_model,
     },
     control::{ProgressFn, StopSignal, TrainProgress, peak_rss_bytes},
-    training_data,
+    lists, training_data,
 };
+
+/// The evaluation of the configuration, trained before D-1 and tested on D-1.
+const BACKTEST_ROLE: &str = "backtest";
+/// The evaluation of the written models on D (when the lake holds D).
+const SERVED_ROLE: &str = "served";
 
 /// What to train.
 #[derive(Debug, Clone)]
@@ -172,27 +176,84 @@ impl Progress<'_> {
 /// Runs the job, resuming from the run's latest valid checkpoint, and returns the manifest it
 /// wrote. A raised stop ends it after the current unit of work and its checkpoint, with
 /// [`TrainError::Interrupted`].
+///
+/// Each step below is one function; each ends with a checkpoint, and each skips the work a
+/// previous start already recorded.
 pub async fn train_with(
     lake: &Lake,
     request: &TrainRequest,
     control: &JobControl,
 ) -> Result<RunManifest, TrainError> {
     let started = Instant::now();
-    let settings = &request.settings;
-    settings
+    request
+        .settings
         .validate()
         .map_err(|error| TrainError::Settings(error.to_string()))?;
     layout::validate_name("run id", &request.run_id)?;
-    let day = request.date;
-    let window = settings.window_for(day);
-    let backtest_day = day - chrono::Days::new(1);
+    let (log, mut progress, resumed_from) = open_run(lake, request, control).await?;
+    let read_ms = elapsed_ms(started);
+
+    let fit_started = Instant::now();
+    backtest(&log, request, &mut progress).await?;
+    let models = fit_served(lake, &log, request, &mut progress).await?;
+    let fit_ms = elapsed_ms(fit_started);
+
+    let eval_started = Instant::now();
+    evaluate_served(&log, &models, request.date, &mut progress).await?;
+    let eval_ms = elapsed_ms(eval_started);
+    let evaluations = recorded_evaluations(&progress.state);
+    log_evaluations(&evaluations);
+    let (chosen, chosen_because) =
+        choose_model(&evaluations, request.settings.select_metric.name())?;
+
+    let write_started = Instant::now();
+    let outputs = write_outputs(lake, request, &log, &models, chosen, &mut progress).await?;
+    let write_ms = elapsed_ms(write_started);
+
+    let manifest = run_manifest(RunSummary {
+        request,
+        log: &log,
+        models: &models,
+        evaluations: &evaluations,
+        chosen,
+        chosen_because,
+        outputs,
+        timings: Timings {
+            read_ms,
+            fit_ms,
+            eval_ms,
+            write_ms,
+            total_ms: elapsed_ms(started),
+        },
+        execution: Execution {
+            starts: progress.state.starts,
+            resumed_from,
+            checkpoints_written: progress.written,
+            checkpoint_ms: progress.write_ms,
+            peak_rss_bytes: peak_rss_bytes(),
+        },
+    })?;
+    lake.write_manifest(&request.run_id, &manifest).await?;
+    if !request.keep_checkpoints {
+        progress.store.clear().await?;
+    }
+    Ok(manifest)
+}
+
+/// Opens the run's checkpoints and the click log to train on (resumed or read afresh), and
+/// records this start; refuses a window without clicks.
+async fn open_run<'a>(
+    lake: &Lake,
+    request: &TrainRequest,
+    control: &'a JobControl,
+) -> Result<(Arc<ClickLog>, Progress<'a>, Option<String>), TrainError> {
+    let started = Instant::now();
     let store = CheckpointStore::new(
         request.checkpoints.clone().unwrap_or_else(|| lake.clone()),
         &request.run_id,
     )?;
     let fingerprint = request.fingerprint()?;
     let (log, state, resumed_from) = resume_or_read(lake, request, &store, &fingerprint).await?;
-    let read_ms = elapsed_ms(started);
     let mut progress = Progress {
         store,
         state,
@@ -203,55 +264,69 @@ pub async fn train_with(
         write_ms: 0,
     };
     progress.state.starts += 1;
-    let train_clicks = log.slice(window).len();
+    let window = request.settings.window_for(request.date);
     tracing::info!(
         clicks = log.clicks.len(),
         users = log.users.len(),
         items = log.items.len(),
-        read_ms,
+        read_ms = elapsed_ms(started),
         resumed_from = resumed_from.as_deref().unwrap_or("-"),
         start = progress.state.starts,
         "dataset ready"
     );
-    if train_clicks == 0 {
+    if log.slice(window).is_empty() {
         return Err(TrainError::EmptyWindow {
             start: window.start_date(),
-            end: day,
+            end: request.date,
         });
     }
     progress.unit_done(true).await?;
+    Ok((log, progress, resumed_from))
+}
 
-    let fit_started = Instant::now();
-    if progress.state.backtest.is_none() {
-        let backtest_window = settings.window_for(backtest_day);
-        let mut figures = Vec::new();
-        if !log.slice(backtest_window).is_empty() {
-            let models = fit_models(
-                &log,
-                backtest_window,
-                settings,
-                Fit::Backtest,
-                &mut progress,
-            )
-            .await?;
-            let metrics = blocking({
-                let log = Arc::clone(&log);
-                move || models.evaluate(&log, backtest_day)
-            })
-            .await?;
-            figures.push(DayEvaluation {
-                role: "backtest".into(),
-                test_day: backtest_day.to_string(),
-                metrics: owned_metrics(metrics),
-            });
-        }
-        progress.state.backtest = Some(figures);
-        progress.state.backtest_als = None;
-        progress.unit_done(true).await?;
+/// The backtest: the same configuration trained on the window before D-1 and evaluated on D-1
+/// (no figures when there are no clicks before that window).
+async fn backtest(
+    log: &Arc<ClickLog>,
+    request: &TrainRequest,
+    progress: &mut Progress<'_>,
+) -> Result<(), TrainError> {
+    if progress.state.backtest.is_some() {
+        return Ok(());
     }
+    let settings = &request.settings;
+    let backtest_day = request.date - chrono::Days::new(1);
+    let backtest_window = settings.window_for(backtest_day);
+    let mut figures = Vec::new();
+    if !log.slice(backtest_window).is_empty() {
+        let models = fit_models(log, backtest_window, settings, Fit::Backtest, progress).await?;
+        let metrics = blocking({
+            let log = Arc::clone(log);
+            move || models.evaluate(&log, backtest_day)
+        })
+        .await?;
+        figures.push(DayEvaluation {
+            role: BACKTEST_ROLE.into(),
+            test_day: backtest_day.to_string(),
+            metrics: owned_metrics(metrics),
+        });
+    }
+    progress.state.backtest = Some(figures);
+    progress.state.backtest_als = None;
+    progress.unit_done(true).await
+}
+
+/// The served models, trained on the window before D. A served ALS that an earlier start
+/// finished is loaded from the run's factors object; one fitted now is written there at once.
+async fn fit_served(
+    lake: &Lake,
+    log: &Arc<ClickLog>,
+    request: &TrainRequest,
+    progress: &mut Progress<'_>,
+) -> Result<Arc<FittedModels>, TrainError> {
+    let settings = &request.settings;
     let factors_path = layout::run_object_path(&request.run_id, ALS_FACTORS_OBJECT);
     if let Some(digest) = progress.state.serve_factors.clone() {
-        // The served ALS finished in an earlier start; its factors are the run's model object.
         match load_factors(lake, &factors_path, digest).await {
             Ok(factors) => {
                 let iteration = settings.als.params().map_or(0, |p| p.iterations);
@@ -265,7 +340,8 @@ pub async fn train_with(
             Err(other) => return Err(other),
         }
     }
-    let models = Arc::new(fit_models(&log, window, settings, Fit::Serve, &mut progress).await?);
+    let window = settings.window_for(request.date);
+    let models = Arc::new(fit_models(log, window, settings, Fit::Serve, progress).await?);
     if let (Some(als), None) = (&models.als, &progress.state.serve_factors) {
         // Written once, as soon as the fit ends: the run's model object, and what later
         // checkpoints point at instead of carrying the factors along.
@@ -283,38 +359,52 @@ pub async fn train_with(
     }
     // Only the ALS in progress rides in the checkpoints.
     progress.state.serve_als = None;
-    let fit_ms = elapsed_ms(fit_started);
-    let eval_started = Instant::now();
-    if progress.state.served.is_none() {
-        let mut figures = Vec::new();
-        if !log
-            .slice(TimeWindow::days(day, day + chrono::Days::new(1)))
-            .is_empty()
-        {
-            let metrics = blocking({
-                let (log, models) = (Arc::clone(&log), Arc::clone(&models));
-                move || models.evaluate(&log, day)
-            })
-            .await?;
-            figures.push(DayEvaluation {
-                role: "served".into(),
-                test_day: day.to_string(),
-                metrics: owned_metrics(metrics),
-            });
-        }
-        progress.state.served = Some(figures);
-        progress.unit_done(true).await?;
+    Ok(models)
+}
+
+/// P1 of the served models on D itself, when the lake already holds clicks of D.
+async fn evaluate_served(
+    log: &Arc<ClickLog>,
+    models: &Arc<FittedModels>,
+    day: NaiveDate,
+    progress: &mut Progress<'_>,
+) -> Result<(), TrainError> {
+    if progress.state.served.is_some() {
+        return Ok(());
     }
-    let eval_ms = elapsed_ms(eval_started);
-    let evaluations: Vec<DayEvaluation> = progress
-        .state
+    let mut figures = Vec::new();
+    if !log
+        .slice(TimeWindow::days(day, day + chrono::Days::new(1)))
+        .is_empty()
+    {
+        let metrics = blocking({
+            let (log, models) = (Arc::clone(log), Arc::clone(models));
+            move || models.evaluate(&log, day)
+        })
+        .await?;
+        figures.push(DayEvaluation {
+            role: SERVED_ROLE.into(),
+            test_day: day.to_string(),
+            metrics: owned_metrics(metrics),
+        });
+    }
+    progress.state.served = Some(figures);
+    progress.unit_done(true).await
+}
+
+/// The backtest's and the served models' figures, in that order.
+fn recorded_evaluations(state: &RunState) -> Vec<DayEvaluation> {
+    state
         .backtest
         .iter()
-        .chain(progress.state.served.iter())
+        .chain(state.served.iter())
         .flatten()
         .cloned()
-        .collect();
-    for evaluation in &evaluations {
+        .collect()
+}
+
+fn log_evaluations(evaluations: &[DayEvaluation]) {
+    for evaluation in evaluations {
         for (name, m) in &evaluation.metrics {
             tracing::info!(
                 role = evaluation.role,
@@ -327,44 +417,90 @@ pub async fn train_with(
             );
         }
     }
+}
 
-    let (chosen, chosen_because) = choose_model(&evaluations, settings.select_metric.name());
-    let write_started = Instant::now();
+/// Writes the run's tables: the lists (checkpointed part by part), the fallback list and the
+/// similar-article lists; returns what the manifest records of them.
+async fn write_outputs(
+    lake: &Lake,
+    request: &TrainRequest,
+    log: &Arc<ClickLog>,
+    models: &Arc<FittedModels>,
+    chosen: ModelKind,
+    progress: &mut Progress<'_>,
+) -> Result<RunOutputs, TrainError> {
+    let settings = &request.settings;
     write_lists(
         lake,
         &request.run_id,
-        &log,
-        &models,
+        log,
+        models,
         chosen,
         settings,
-        &mut progress,
+        progress,
     )
     .await?;
-    let fallback: Vec<RankedArticle> = models
-        .popularity
-        .ranked()
-        .iter()
-        .take(settings.fallback_k)
-        .map(|scored| RankedArticle {
-            article_id: log.items[scored.item as usize].clone(),
-            score: scored.score,
-        })
-        .collect();
-    let fallback_batch =
-        fallback_to_batch(&fallback).map_err(|e| TrainError::Internal(e.to_string()))?;
+    let fallback = lists::fallback_list(log, models, settings.fallback_k);
+    let fallback_batch = fallback_to_batch(&fallback).map_err(internal)?;
     lake.write_run_table(&request.run_id, FALLBACK_TABLE, vec![fallback_batch])
         .await?;
-    let similar = similar_lists(&log, &models, settings.similar_k);
-    let similar_articles = similar.len() as u64;
-    let similar_batch =
-        similar_to_batch(&similar).map_err(|e| TrainError::Internal(e.to_string()))?;
+    let similar = lists::similar_lists(log, models, settings.similar_k);
+    let similar_batch = similar_to_batch(&similar).map_err(internal)?;
     lake.write_run_table(&request.run_id, SIMILAR_TABLE, vec![similar_batch])
         .await?;
-    let als_factors = models.als.as_ref().map(|_| ALS_FACTORS_OBJECT.to_owned());
-    let write_ms = elapsed_ms(write_started);
+    Ok(RunOutputs {
+        users: progress.state.users_written,
+        rows: progress.state.rows_written,
+        top_k: settings.top_k,
+        parts: progress.state.parts.clone(),
+        fallback: FALLBACK_TABLE.into(),
+        similar: Some(SIMILAR_TABLE.into()),
+        similar_articles: similar.len() as u64,
+        als_factors: models.als.as_ref().map(|_| ALS_FACTORS_OBJECT.to_owned()),
+    })
+}
 
+/// Everything the manifest records about a finished run.
+struct RunSummary<'a> {
+    request: &'a TrainRequest,
+    log: &'a ClickLog,
+    models: &'a FittedModels,
+    evaluations: &'a [DayEvaluation],
+    chosen: ModelKind,
+    chosen_because: String,
+    outputs: RunOutputs,
+    timings: Timings,
+    execution: Execution,
+}
+
+/// The manifest of a finished run (written last: its presence marks the run complete).
+fn run_manifest(summary: RunSummary<'_>) -> Result<RunManifest, TrainError> {
+    let RunSummary {
+        request,
+        log,
+        models,
+        ..
+    } = summary;
+    let settings = &request.settings;
+    let day = request.date;
+    let window = settings.window_for(day);
     let dataset = models.dataset();
-    let manifest = RunManifest {
+    let evaluations = summary
+        .evaluations
+        .iter()
+        .map(|evaluation| {
+            Ok(Evaluation {
+                role: evaluation.role.clone(),
+                test_date: evaluation.test_day.clone(),
+                metrics: evaluation
+                    .metrics
+                    .iter()
+                    .map(|(name, m)| Ok((name.clone(), to_json(m)?)))
+                    .collect::<Result<_, TrainError>>()?,
+            })
+        })
+        .collect::<Result<_, TrainError>>()?;
+    Ok(RunManifest {
         manifest_version: MANIFEST_VERSION,
         run_id: request.run_id.clone(),
         newsrec_version: env!("CARGO_PKG_VERSION").into(),
@@ -376,10 +512,9 @@ pub async fn train_with(
             start_ms: window.start_ms,
             end_ms: window.end_ms,
         },
-        config: serde_json::to_value(settings.run_config())
-            .map_err(|e| TrainError::Internal(e.to_string()))?,
+        config: to_json(settings.run_config())?,
         counts: DataCounts {
-            clicks: train_clicks as u64,
+            clicks: log.slice(window).len() as u64,
             duplicates: log.duplicates,
             other_events: log.other_events,
             users: (0..dataset.n_users() as u32)
@@ -390,51 +525,14 @@ pub async fn train_with(
                 .count() as u64,
             pairs: dataset.n_pairs() as u64,
         },
-        models: model_entries(&models, settings),
-        evaluations: evaluations
-            .iter()
-            .map(|evaluation| Evaluation {
-                role: evaluation.role.clone(),
-                test_date: evaluation.test_day.clone(),
-                metrics: evaluation
-                    .metrics
-                    .iter()
-                    .map(|(name, m)| (name.clone(), serde_json::to_value(m).unwrap_or_default()))
-                    .collect(),
-            })
-            .collect(),
-        chosen_model: chosen.to_owned(),
-        chosen_because,
-        outputs: RunOutputs {
-            users: progress.state.users_written,
-            rows: progress.state.rows_written,
-            top_k: settings.top_k,
-            parts: progress.state.parts.clone(),
-            fallback: FALLBACK_TABLE.into(),
-            similar: Some(SIMILAR_TABLE.into()),
-            similar_articles,
-            als_factors,
-        },
-        timings: Timings {
-            read_ms,
-            fit_ms,
-            eval_ms,
-            write_ms,
-            total_ms: elapsed_ms(started),
-        },
-        execution: Execution {
-            starts: progress.state.starts,
-            resumed_from,
-            checkpoints_written: progress.written,
-            checkpoint_ms: progress.write_ms,
-            peak_rss_bytes: peak_rss_bytes(),
-        },
-    };
-    lake.write_manifest(&request.run_id, &manifest).await?;
-    if !request.keep_checkpoints {
-        progress.store.clear().await?;
-    }
-    Ok(manifest)
+        models: model_entries(models, settings)?,
+        evaluations,
+        chosen_model: summary.chosen.name().to_owned(),
+        chosen_because: summary.chosen_because,
+        outputs: summary.outputs,
+        timings: summary.timings,
+        execution: summary.execution,
+    })
 }
 
 /// The click log and state to continue from: the latest valid checkpoint's, or a fresh read of
@@ -607,24 +705,36 @@ async fn fit_models(
     .await?
 }
 
-fn owned_metrics(metrics: Vec<(&'static str, EvalMetrics)>) -> Vec<(String, EvalMetrics)> {
+fn owned_metrics(metrics: Vec<(ModelKind, EvalMetrics)>) -> Vec<(String, EvalMetrics)> {
     metrics
         .into_iter()
-        .map(|(name, m)| (name.to_owned(), m))
+        .map(|(kind, m)| (kind.name().to_owned(), m))
         .collect()
 }
 
+/// A manifest value; failing to encode one is a bug, reported rather than written as null.
+fn to_json(value: impl serde::Serialize) -> Result<serde_json::Value, TrainError> {
+    serde_json::to_value(value).map_err(internal)
+}
+
+fn internal(error: impl std::fmt::Display) -> TrainError {
+    TrainError::Internal(error.to_string())
+}
+
 /// Each fitted model with its hyperparameters and size, for the manifest.
-fn model_entries(models: &FittedModels, settings: &Settings) -> Vec<ModelEntry> {
+fn model_entries(
+    models: &FittedModels,
+    settings: &Settings,
+) -> Result<Vec<ModelEntry>, TrainError> {
     let mut entries = vec![
         ModelEntry {
-            name: "popularity".into(),
-            params: serde_json::to_value(&settings.popularity).unwrap_or_default(),
+            name: ModelKind::Popularity.name().into(),
+            params: to_json(&settings.popularity)?,
             stats: BTreeMap::from([("items".into(), models.popularity.ranked().len() as u64)]),
         },
         ModelEntry {
-            name: "cooccurrence".into(),
-            params: serde_json::to_value(&settings.cooccurrence).unwrap_or_default(),
+            name: ModelKind::Cooccurrence.name().into(),
+            params: to_json(&settings.cooccurrence)?,
             stats: BTreeMap::from([(
                 "neighbour_pairs".into(),
                 models.cooccurrence.n_neighbour_pairs() as u64,
@@ -633,58 +743,63 @@ fn model_entries(models: &FittedModels, settings: &Settings) -> Vec<ModelEntry> 
     ];
     if let Some(als) = &models.als {
         entries.push(ModelEntry {
-            name: "als".into(),
-            params: serde_json::to_value(als.params()).unwrap_or_default(),
+            name: ModelKind::Als.name().into(),
+            params: to_json(als.params())?,
             stats: BTreeMap::from([(
                 "factor_values".into(),
                 (als.factors().user.len() + als.factors().item.len()) as u64,
             )]),
         });
     }
-    entries
+    Ok(entries)
 }
 
 /// Picks the model with the best backtest figure; co-occurrence (the personalised model) when
 /// there is no backtest to decide by or on a tie.
-fn choose_model<'a>(evaluations: &'a [DayEvaluation], metric: &str) -> (&'a str, String) {
+fn choose_model(
+    evaluations: &[DayEvaluation],
+    metric: &str,
+) -> Result<(ModelKind, String), TrainError> {
     let Some(DayEvaluation {
         test_day, metrics, ..
     }) = evaluations
         .iter()
-        .find(|evaluation| evaluation.role == "backtest")
+        .find(|evaluation| evaluation.role == BACKTEST_ROLE)
     else {
-        return (
-            "cooccurrence",
+        return Ok((
+            ModelKind::Cooccurrence,
             "no clicks before the window to backtest on; the personalised model is the default"
                 .into(),
-        );
+        ));
     };
-    let mut best: Option<(&str, f64)> = None;
+    let mut best: Option<(ModelKind, f64)> = None;
     for (name, m) in metrics {
+        let kind = ModelKind::from_name(name)
+            .ok_or_else(|| internal(format!("the backtest names an unknown model {name:?}")))?;
         let value = m.get(metric).unwrap_or(0.0);
         let better = match best {
             None => true,
-            Some((best_name, best_value)) => {
+            Some((best_kind, best_value)) => {
                 value > best_value
                     || (value == best_value
-                        && name == "cooccurrence"
-                        && best_name != "cooccurrence")
+                        && kind == ModelKind::Cooccurrence
+                        && best_kind != ModelKind::Cooccurrence)
             }
         };
         if better {
-            best = Some((name.as_str(), value));
+            best = Some((kind, value));
         }
     }
-    let (name, _) = best.unwrap_or(("cooccurrence", 0.0));
+    let (kind, _) = best.unwrap_or((ModelKind::Cooccurrence, 0.0));
     let figures = metrics
         .iter()
         .map(|(n, m)| format!("{n} {:.4}", m.get(metric).unwrap_or(0.0)))
         .collect::<Vec<_>>()
         .join(", ");
-    (
-        name,
+    Ok((
+        kind,
         format!("best {metric} on the {test_day} backtest: {figures}"),
-    )
+    ))
 }
 
 /// Writes the lists in parts of `list_part_users` users, one checkpointed unit per part,
@@ -694,7 +809,7 @@ async fn write_lists(
     run_id: &str,
     log: &Arc<ClickLog>,
     models: &Arc<FittedModels>,
-    chosen: &str,
+    chosen: ModelKind,
     settings: &Settings,
     progress: &mut Progress<'_>,
 ) -> Result<(), TrainError> {
@@ -710,14 +825,13 @@ async fn write_lists(
         progress.control.report("lists", index as u64, total);
         let lists = blocking({
             let (log, models, users) = (Arc::clone(log), Arc::clone(models), Arc::clone(&users));
-            let chosen = chosen.to_owned();
             move || {
                 let chunk = &users[index * part_users..((index + 1) * part_users).min(users.len())];
-                user_lists(&log, &models, &chosen, top_k, chunk)
+                lists::user_lists(&log, &models, chosen, top_k, chunk)
             }
         })
-        .await?;
-        let batch = recs_to_batch(&lists).map_err(|e| TrainError::Internal(e.to_string()))?;
+        .await??;
+        let batch = recs_to_batch(&lists).map_err(internal)?;
         let name = layout::recs_part_name(index);
         lake.write_run_table(run_id, &name, vec![batch.clone()])
             .await?;
@@ -733,59 +847,6 @@ async fn write_lists(
     Ok(())
 }
 
-/// The top-`top_k` lists of `users` by the `chosen` model, empty lists left out.
-fn user_lists(
-    log: &ClickLog,
-    models: &FittedModels,
-    chosen: &str,
-    top_k: usize,
-    users: &[u32],
-) -> Vec<UserRecs> {
-    let dataset = models.dataset();
-    let model: &dyn Recommender = match (chosen, &models.als) {
-        ("popularity", _) => &models.popularity,
-        ("als", Some(als)) => als,
-        _ => &models.cooccurrence,
-    };
-    users
-        .par_iter()
-        .map(|&user| UserRecs {
-            user_id: log.users[user as usize].clone(),
-            items: model
-                .recommend(user, top_k, dataset.user_items(user))
-                .into_iter()
-                .map(|scored| RankedArticle {
-                    article_id: log.items[scored.item as usize].clone(),
-                    score: scored.score,
-                })
-                .collect(),
-        })
-        .filter(|list| !list.items.is_empty())
-        .collect()
-}
-
 fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
-}
-
-/// Each trained article's most similar articles (the co-occurrence neighbours), best first.
-fn similar_lists(log: &ClickLog, models: &FittedModels, k: usize) -> Vec<UserRecs> {
-    let dataset = models.dataset();
-    (0..log.items.len() as u32)
-        .filter(|item| dataset.item_user_count(*item) > 0)
-        .filter_map(|item| {
-            let neighbours = models.cooccurrence.neighbours(item);
-            (!neighbours.is_empty()).then(|| UserRecs {
-                user_id: log.items[item as usize].clone(),
-                items: neighbours
-                    .iter()
-                    .take(k)
-                    .map(|n| RankedArticle {
-                        article_id: log.items[n.item as usize].clone(),
-                        score: n.score,
-                    })
-                    .collect(),
-            })
-        })
-        .collect()
 }

@@ -16,6 +16,8 @@ mod clicklog;
 mod control;
 mod evaluate;
 mod job;
+pub mod lists;
+mod models;
 mod settings;
 pub mod spot;
 
@@ -24,16 +26,14 @@ pub use clicklog::ClickLog;
 pub use control::{ProgressFn, StopSignal, TrainProgress, peak_rss_bytes};
 pub use evaluate::{DayReport, EvalReport, MeanMetrics, evaluate_range};
 pub use job::{JobControl, TrainRequest, train, train_with};
+pub use models::{FittedModels, ModelKind};
 pub use settings::{
     AlsSettings, CheckpointSettings, Metric, Settings, SettingsError, SpotSettings,
 };
 
 use chrono::NaiveDate;
 use newsrec_lake::TimeWindow;
-use newsrec_model::{
-    AlsModel, CooccurrenceModel, Dataset, EvalMetrics, ModelError, PopularityModel, Recommender,
-    TestSet, evaluate_p1,
-};
+use newsrec_model::{Dataset, ModelError, PopularityModel, TestSet};
 
 /// Why a training or evaluation run failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,66 +61,10 @@ pub enum TrainError {
         "interrupted ({reason}); progress is saved in {location}: run the same command with the same run id to resume"
     )]
     Interrupted { reason: String, location: String },
+    #[error("the {0} model was not fitted (is it turned off in the settings?)")]
+    ModelNotFitted(ModelKind),
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-/// The models of one training window, fitted on the same data.
-#[derive(Debug)]
-pub struct FittedModels {
-    pub popularity: PopularityModel,
-    pub cooccurrence: CooccurrenceModel,
-    pub als: Option<AlsModel>,
-}
-
-impl FittedModels {
-    /// Fits every model on the clicks of `window` (anchoring decays at its end).
-    pub fn fit(
-        log: &ClickLog,
-        window: TimeWindow,
-        settings: &Settings,
-    ) -> Result<FittedModels, TrainError> {
-        let (dataset, popularity) = training_data(log, window, settings)?;
-        let als = match settings.als.params() {
-            Some(params) => Some(AlsModel::fit(&dataset, popularity.clone(), params)?),
-            None => None,
-        };
-        let cooccurrence =
-            CooccurrenceModel::fit(dataset, popularity.clone(), settings.cooccurrence.clone())?;
-        Ok(FittedModels {
-            popularity,
-            cooccurrence,
-            als,
-        })
-    }
-
-    /// The models in report order.
-    pub fn all(&self) -> Vec<&dyn Recommender> {
-        let mut all: Vec<&dyn Recommender> = vec![&self.popularity, &self.cooccurrence];
-        if let Some(als) = &self.als {
-            all.push(als);
-        }
-        all
-    }
-
-    /// The shared training matrix.
-    pub fn dataset(&self) -> &Dataset {
-        self.cooccurrence.dataset()
-    }
-
-    /// P1 of every model on the clicks of `test_day` (the models must be trained on the window
-    /// ending at that day).
-    pub fn evaluate(
-        &self,
-        log: &ClickLog,
-        test_day: NaiveDate,
-    ) -> Vec<(&'static str, EvalMetrics)> {
-        let test = test_set(log, self.dataset(), test_day);
-        self.all()
-            .iter()
-            .map(|model| (model.name(), evaluate_p1(*model, self.dataset(), &test)))
-            .collect()
-    }
 }
 
 /// The training matrix of `window` (affinities decayed as co-occurrence is configured, anchored

@@ -9,7 +9,7 @@ use newsrec_train::{EvalReport, evaluate_range};
 
 use anyhow::Context;
 use newsrec_replay::{
-    DailyModel, P2Metrics, ReplayProgress, ReplayReport, ReplayRequest, replay_range,
+    ModelKind, P2Metrics, ReplayProgress, ReplayReport, ReplayRequest, replay_range,
 };
 
 use crate::{output, settings::open_lake};
@@ -133,9 +133,9 @@ async fn replay(
         sample: args.sample,
         seed: args.seed,
         daily_model: match args.daily_model {
-            DailyModelArg::Popularity => DailyModel::Popularity,
-            DailyModelArg::Cooccurrence => DailyModel::Cooccurrence,
-            DailyModelArg::Als => DailyModel::Als,
+            DailyModelArg::Popularity => ModelKind::Popularity,
+            DailyModelArg::Cooccurrence => ModelKind::Cooccurrence,
+            DailyModelArg::Als => ModelKind::Als,
         },
         train: settings,
         signals: config.signals.limits(config.serve.history_limits()),
