@@ -12,6 +12,8 @@
 //! by [`IngestError`]. On any error status nothing of the request is acknowledged; retry it
 //! (event ids make the retry idempotent downstream).
 
+mod firehose;
+
 use axum::{
     Json, Router,
     body::Body,
@@ -65,7 +67,7 @@ pub struct IngestReply {
 pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
-        .route("/", post(crate::firehose_route::post_firehose))
+        .route("/", post(firehose::post_firehose))
         .with_state(state)
 }
 

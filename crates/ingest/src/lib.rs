@@ -8,7 +8,6 @@
 
 mod error;
 pub mod firehose;
-mod firehose_route;
 mod http;
 pub mod import;
 mod pipeline;
