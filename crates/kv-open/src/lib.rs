@@ -183,6 +183,29 @@ mod tests {
         );
     }
 
+    /// Built only without the backend features (`.ci/run` runs this crate that way too): a uri
+    /// naming a backend the build lacks is refused with the feature to turn on.
+    #[cfg(not(any(feature = "redis", feature = "dynamodb")))]
+    #[tokio::test]
+    async fn a_backend_left_out_of_the_build_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = OpenOptions {
+            embedded_dir: dir.path(),
+            serving: false,
+        };
+        for (uri, feature) in [
+            ("redis://127.0.0.1:6379/0", "redis"),
+            ("dynamodb://t?create=true", "dynamodb"),
+        ] {
+            let error = open(uri, &options).await.unwrap_err();
+            assert!(matches!(error, KvError::UnsupportedUri { .. }), "{error}");
+            assert!(
+                error.to_string().contains(&format!("{feature:?} feature")),
+                "{error}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_bad_uri_opens_nothing() {
         let dir = tempfile::tempdir().unwrap();
