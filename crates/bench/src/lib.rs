@@ -1,6 +1,7 @@
 //! Benchmarks of newsrec's stages against their peers, on the same machine in the same run:
 //! `serve` (recommendation lookups over HTTP vs Redis GET), `ingest` (durable acknowledged
-//! ingest vs NATS JetStream) and `train` (ALS fit time and P1 quality vs the `implicit` library).
+//! ingest vs NATS JetStream) and `train` (ALS fit time and P1 quality vs the `implicit` library);
+//! and `scale`, the daily cycle at a given lake size against the targets of `docs/scale.md`.
 //!
 //! Consumes the parsed `newsrec bench …` arguments ([`BenchArgs`]) and a [`Host`]: what only the
 //! binary can give, a node wired the way `newsrec up` wires it and the click import it runs
@@ -11,6 +12,7 @@
 
 mod error;
 mod ingest;
+mod scale;
 mod serve;
 mod train;
 
@@ -28,6 +30,7 @@ use serde::Serialize;
 
 pub use error::{BenchError, BoxError};
 pub use ingest::{IngestBenchArgs, PeerSync, Profile};
+pub use scale::ScaleBenchArgs;
 pub use serve::ServeBenchArgs;
 pub use train::{DatasetChoice, TrainBenchArgs};
 
@@ -45,6 +48,8 @@ pub enum BenchStage {
     Ingest(IngestBenchArgs),
     /// ALS fit time and P1 quality vs the `implicit` library
     Train(TrainBenchArgs),
+    /// The daily cycle (rollups, models, lists) on a synthetic news lake, cold then warm
+    Scale(ScaleBenchArgs),
 }
 
 /// How a benchmark reports: a table for people, one JSON line for scripts.
@@ -99,6 +104,9 @@ pub trait Host {
         listener: tokio::net::TcpListener,
     ) -> impl Future<Output = Result<Self::Node, BoxError>>;
 
+    /// The node's data folder (`--data-dir`), where benchmarks cache what they generate.
+    fn data_dir(&self) -> &Path;
+
     /// Imports the Globo.com click logs `files` (`clicks-YYYY-MM-DD.csv.gz`) into `lake`.
     fn import_globo(
         &self,
@@ -126,6 +134,7 @@ pub async fn run<H: Host>(
         BenchStage::Serve(args) => serve::run(host, config, args).await,
         BenchStage::Ingest(args) => ingest::run(args).await,
         BenchStage::Train(args) => train::run(host, args).await,
+        BenchStage::Scale(args) => scale::run(host.data_dir(), args).await,
     }
 }
 

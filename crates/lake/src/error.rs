@@ -18,6 +18,11 @@ pub enum LakeError {
         path: String,
         source: object_store::Error,
     },
+    #[error("cannot make {path} durable (fsync): {source}")]
+    Sync {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot encode {path} as parquet: {source}")]
     Encode {
         path: String,

@@ -193,7 +193,7 @@ impl Lake {
                 .put(path, PutPayload::from(bytes))
                 .await
                 .map_err(store_error)?;
-            return Ok(());
+            return self.sync_local(path).await;
         }
         // Large objects go up in parts; the object appears only when the upload completes.
         let upload = self
@@ -204,7 +204,7 @@ impl Lake {
         let mut writer = WriteMultipart::new_with_chunk_size(upload, crate::MULTIPART_PART_BYTES);
         writer.put(bytes);
         writer.finish().await.map_err(store_error)?;
-        Ok(())
+        self.sync_local(path).await
     }
 
     /// Paths of every object under `prefix`, in no particular order.
@@ -246,6 +246,68 @@ pub(crate) fn writer_properties() -> WriterProperties {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_created_by(format!("newsrec {}", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// Encodes a table as Parquet while its batches arrive, so a caller streaming a large result
+/// holds the encoded bytes and one row group, never the decoded rows. The settings are those
+/// of every object the lake holds; the same rows in the same batch sizes give the same bytes.
+pub struct TableEncoder {
+    path: Path,
+    writer: ArrowWriter<Vec<u8>>,
+    rows: u64,
+}
+
+impl std::fmt::Debug for TableEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableEncoder")
+            .field("path", &self.path)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TableEncoder {
+    /// An encoder for the object at `path` (named in errors) with `schema`.
+    pub fn new(path: &Path, schema: arrow_schema::SchemaRef) -> Result<TableEncoder, LakeError> {
+        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties())).map_err(
+            |source| LakeError::Encode {
+                path: path.to_string(),
+                source,
+            },
+        )?;
+        Ok(TableEncoder {
+            path: path.clone(),
+            writer,
+            rows: 0,
+        })
+    }
+
+    /// Appends a batch.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
+        self.rows += batch.num_rows() as u64;
+        self.writer
+            .write(batch)
+            .map_err(|source| LakeError::Encode {
+                path: self.path.to_string(),
+                source,
+            })
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The finished Parquet bytes.
+    pub fn finish(self) -> Result<Vec<u8>, LakeError> {
+        let path = self.path;
+        self.writer
+            .into_inner()
+            .map_err(|source| LakeError::Encode {
+                path: path.to_string(),
+                source,
+            })
+    }
 }
 
 /// Encodes batches (all of one schema) as one Parquet file.

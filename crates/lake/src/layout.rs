@@ -12,6 +12,8 @@
 //! runs/<run_id>/als-factors.ckpt                            its ALS factors,
 //! runs/<run_id>/manifest.json                               and its manifest (written last)
 //! checkpoints/<run_id>/dataset.ckpt                         a run in progress: its click log
+//! rollups/v1/dt=YYYY-MM-DD/hour=HH/<table>.parquet         one event hour summarised (rollup)
+//! rollups/v1/dt=YYYY-MM-DD/hour=HH/rollup.json             and its key (written last)
 //! checkpoints/<run_id>/state-<seq:010>.ckpt                 and its progress
 //! ```
 //!
@@ -31,6 +33,14 @@ pub const ERRORS_PREFIX: &str = "errors";
 pub const RUNS_PREFIX: &str = "runs";
 /// Top-level prefix of the checkpoints of runs in progress (in the lake or another store).
 pub const CHECKPOINTS_PREFIX: &str = "checkpoints";
+
+/// Top-level prefix of the hourly rollups, followed by their format version.
+pub const ROLLUPS_PREFIX: &str = "rollups";
+/// The rollup format this build writes and reads: a folder of its own, so a new format is
+/// written beside the old one instead of over it.
+pub const ROLLUP_FORMAT: &str = "v1";
+/// An hour's rollup key, written after its tables: its presence marks a complete rollup.
+pub const ROLLUP_MARKER: &str = "rollup.json";
 
 /// A run's manifest, written last: its presence marks a complete run.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -71,6 +81,26 @@ impl Partition {
             "{EVENTS_PREFIX}/dt={}/hour={:02}",
             self.date, self.hour
         ))
+    }
+}
+
+impl Partition {
+    /// `rollups/v1/dt=YYYY-MM-DD/hour=HH`: the folder of this hour's rollup.
+    pub fn rollup_prefix(&self) -> Path {
+        Path::from(format!(
+            "{ROLLUPS_PREFIX}/{ROLLUP_FORMAT}/dt={}/hour={:02}",
+            self.date, self.hour
+        ))
+    }
+
+    /// `rollups/v1/dt=YYYY-MM-DD/hour=HH/<name>`
+    pub fn rollup_object_path(&self, name: &str) -> Path {
+        self.rollup_prefix().join(name)
+    }
+
+    /// `dt=YYYY-MM-DD/hour=HH`, as logs and errors name the hour.
+    pub fn label(&self) -> String {
+        format!("dt={}/hour={:02}", self.date, self.hour)
     }
 }
 
@@ -284,6 +314,15 @@ mod tests {
                 "runs/r-1/als-factors.ckpt",
             ),
             (checkpoint_prefix("r-1").to_string(), "checkpoints/r-1"),
+            (
+                partition.rollup_prefix().to_string(),
+                "rollups/v1/dt=2017-10-01/hour=05",
+            ),
+            (
+                partition.rollup_object_path(ROLLUP_MARKER).to_string(),
+                "rollups/v1/dt=2017-10-01/hour=05/rollup.json",
+            ),
+            (partition.label(), "dt=2017-10-01/hour=05"),
             (
                 checkpoint_object_path("r-1", DATASET_CHECKPOINT).to_string(),
                 "checkpoints/r-1/dataset.ckpt",

@@ -17,7 +17,7 @@ mod runs;
 
 pub use count::EventCount;
 pub use error::LakeError;
-pub use events::{EventColumns, TimeWindow, WrittenObject};
+pub use events::{EventColumns, TableEncoder, TimeWindow, WrittenObject};
 pub use manifest::RunManifest;
 /// Object paths as the lake's methods take them.
 pub use object_store::path::Path as ObjectPath;
@@ -115,7 +115,6 @@ impl Lake {
                     path: uri.to_owned(),
                     source,
                 })?
-                .with_fsync(true)
                 // Leaves no half-written temp files behind when a put fails midway.
                 .with_automatic_cleanup(true);
             Arc::new(local)
@@ -167,6 +166,36 @@ impl Lake {
     /// The underlying object store.
     pub fn store(&self) -> &Arc<DynObjectStore> {
         &self.store
+    }
+
+    /// Makes a just-written object of a local lake durable: the file, then every folder from its
+    /// own up to the lake's root (a new `dt=`/`hour=` folder's entry is only durable once its
+    /// parent is synced). `object_store`'s local store renames a finished temporary file into
+    /// place but does not sync; a lake object reported written must survive a power cut, because
+    /// ingest truncates its write-ahead log after it. S3 and memory lakes need nothing here.
+    pub(crate) async fn sync_local(&self, path: &ObjectPath) -> Result<(), LakeError> {
+        let (Some(root), Some(file)) = (self.local_root(), self.local_folder(path)) else {
+            return Ok(());
+        };
+        let sync = move || -> std::io::Result<()> {
+            std::fs::File::open(&file)?.sync_all()?;
+            let mut folder = file.parent();
+            while let Some(dir) = folder {
+                std::fs::File::open(dir)?.sync_all()?;
+                if dir == root {
+                    break;
+                }
+                folder = dir.parent();
+            }
+            Ok(())
+        };
+        tokio::task::spawn_blocking(sync)
+            .await
+            .map_err(|join| LakeError::bad_object(path, join))?
+            .map_err(|source| LakeError::Sync {
+                path: path.to_string(),
+                source,
+            })
     }
 }
 

@@ -37,6 +37,10 @@ pub struct RunManifest {
     /// How the run executed: starts, resumption, checkpoints, memory (absent in older runs).
     #[serde(default)]
     pub execution: Execution,
+    /// What a reader of the figures should know: a model left out and why, a sampled
+    /// evaluation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// How a run executed, across the starts it took.
@@ -51,6 +55,19 @@ pub struct Execution {
     pub checkpoint_ms: u64,
     /// Peak resident memory of the final start's process (Linux), in bytes.
     pub peak_rss_bytes: Option<u64>,
+    /// The hourly rollups the run read (absent in runs before rollups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollups: Option<RollupUse>,
+}
+
+/// The hourly rollups a run read: how many hours of its span, how many it found up to date, how
+/// many it (re)computed, and their bytes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RollupUse {
+    pub hours: u64,
+    pub reused: u64,
+    pub computed: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -35,6 +35,37 @@ impl Lake {
         Ok(path)
     }
 
+    /// Writes `batches` as the Parquet object at `path`, with the settings of every table the
+    /// lake holds. The same rows in the same batches give the same bytes.
+    pub async fn write_table(
+        &self,
+        path: &Path,
+        batches: Vec<RecordBatch>,
+    ) -> Result<u64, LakeError> {
+        let encoded = {
+            let task_path = path.clone();
+            tokio::task::spawn_blocking(move || encode_batches(&task_path, &batches))
+                .await
+                .map_err(|join| LakeError::bad_object(path, join))??
+        };
+        let bytes = encoded.len() as u64;
+        self.put_object(path, encoded).await?;
+        Ok(bytes)
+    }
+
+    /// Decodes Parquet bytes read from `path` (whole-object readers that checked a digest).
+    pub async fn decode_table(
+        &self,
+        path: &Path,
+        bytes: Bytes,
+    ) -> Result<Vec<RecordBatch>, LakeError> {
+        let path = path.clone();
+        let error_path = path.clone();
+        tokio::task::spawn_blocking(move || decode_batches(&path, bytes, None))
+            .await
+            .map_err(|join| LakeError::bad_object(&error_path, join))?
+    }
+
     /// Reads the Parquet object `runs/<run_id>/<name>`.
     pub async fn read_run_table(
         &self,

@@ -223,7 +223,9 @@ fn fixture_manifest() -> RunManifest {
             checkpoints_written: 4,
             checkpoint_ms: 5,
             peak_rss_bytes: Some(123_456_789),
+            rollups: None,
         },
+        notes: Vec::new(),
     }
 }
 

@@ -107,6 +107,42 @@ impl CooccurrenceParams {
     }
 }
 
+/// Each item's best neighbours from co-occurrence counts summed elsewhere: `item_counts[i]` is
+/// how many sessions (or users) read item `i`, `pairs` every `(i, j, together)` with `i != j`
+/// (each direction once). Pairs below `min_cooccurrence` are noise; the similarity is the
+/// configured one, the `neighbours` best kept per item (ties by id).
+pub fn neighbours_from_counts(
+    item_counts: &[u64],
+    pairs: impl IntoIterator<Item = (u32, u32, u64)>,
+    params: &CooccurrenceParams,
+) -> Vec<Vec<ScoredItem>> {
+    let mut per_item: Vec<Vec<ScoredItem>> = vec![Vec::new(); item_counts.len()];
+    for (item, other, together) in pairs {
+        if together < u64::from(params.min_cooccurrence) || item == other {
+            continue;
+        }
+        let (Some(&own), Some(&theirs)) = (
+            item_counts.get(item as usize),
+            item_counts.get(other as usize),
+        ) else {
+            continue;
+        };
+        let (own, theirs, together) = (own as f64, theirs as f64, together as f64);
+        let similarity = match params.similarity {
+            Similarity::Jaccard => together / (own + theirs - together).max(together),
+            Similarity::Lift => together / (own * theirs).max(1.0),
+        };
+        per_item[item as usize].push(ScoredItem {
+            item: other,
+            score: similarity as f32,
+        });
+    }
+    per_item
+        .into_par_iter()
+        .map(|candidates| top_k(candidates, params.neighbours))
+        .collect()
+}
+
 /// Fitted co-occurrence model: each item's top neighbours, plus the popularity prior.
 #[derive(Debug, Clone)]
 pub struct CooccurrenceModel {
@@ -169,20 +205,35 @@ impl CooccurrenceModel {
                 },
             )
             .collect();
-        let mut neighbour_offsets = Vec::with_capacity(n_items + 1);
+        Ok(CooccurrenceModel::from_neighbours(
+            per_item, dataset, popularity, params,
+        ))
+    }
+
+    /// The model of neighbour lists computed elsewhere (one per item id, best first), as the
+    /// daily job computes them from hourly co-visitation rollups ([`neighbours_from_counts`]).
+    /// `dataset` holds the histories [`Recommender::recommend`] looks users up in; callers that
+    /// stream users score them with [`CooccurrenceModel::recommend_history`] instead.
+    pub fn from_neighbours(
+        per_item: Vec<Vec<ScoredItem>>,
+        dataset: Dataset,
+        popularity: PopularityModel,
+        params: CooccurrenceParams,
+    ) -> CooccurrenceModel {
+        let mut neighbour_offsets = Vec::with_capacity(per_item.len() + 1);
         neighbour_offsets.push(0);
         let mut neighbours = Vec::with_capacity(per_item.iter().map(Vec::len).sum());
         for list in per_item {
             neighbours.extend(list);
             neighbour_offsets.push(neighbours.len());
         }
-        Ok(CooccurrenceModel {
+        CooccurrenceModel {
             params,
             neighbour_offsets,
             neighbours,
             dataset,
             popularity,
-        })
+        }
     }
 
     /// The item's most similar items, best first.
@@ -214,8 +265,25 @@ impl Recommender for CooccurrenceModel {
     }
 
     fn recommend(&self, user: u32, k: usize, exclude: &[u32]) -> Vec<ScoredItem> {
-        let history = self.dataset.user_items(user);
-        let affinities = self.dataset.user_affinities(user);
+        self.recommend_history(
+            self.dataset.user_items(user),
+            self.dataset.user_affinities(user),
+            k,
+            exclude,
+        )
+    }
+}
+
+impl CooccurrenceModel {
+    /// The best `k` items for a reader whose history is `history` (item ids) with the decayed
+    /// `affinities` of each, never an item of `exclude` (sorted ascending).
+    pub fn recommend_history(
+        &self,
+        history: &[u32],
+        affinities: &[f32],
+        k: usize,
+        exclude: &[u32],
+    ) -> Vec<ScoredItem> {
         let mut personal: HashMap<u32, f32> = HashMap::with_capacity(history.len() * 16);
         for (item, affinity) in history.iter().zip(affinities) {
             for neighbour in self.neighbours(*item) {

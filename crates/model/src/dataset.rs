@@ -84,6 +84,40 @@ impl Dataset {
         }
     }
 
+    /// Builds the matrix from affinities already summed per (user, item), as the daily job
+    /// sums them from hourly rollups. `rows` must be sorted by user then item, without repeats
+    /// and with ids below `n_users` / `n_items` (a caller bug otherwise).
+    pub fn from_affinities(
+        n_users: usize,
+        n_items: usize,
+        rows: &[(u32, u32, f32)],
+        anchor_ms: i64,
+    ) -> Dataset {
+        let mut row_offsets = vec![0usize; n_users + 1];
+        let mut row_items = Vec::with_capacity(rows.len());
+        let mut row_affinity = Vec::with_capacity(rows.len());
+        let mut item_user_count = vec![0u32; n_items];
+        for &(user, item, affinity) in rows {
+            debug_assert!((user as usize) < n_users && (item as usize) < n_items);
+            row_items.push(item);
+            row_affinity.push(affinity);
+            row_offsets[user as usize + 1] += 1;
+            item_user_count[item as usize] += 1;
+        }
+        for user in 0..n_users {
+            row_offsets[user + 1] += row_offsets[user];
+        }
+        Dataset {
+            n_users,
+            n_items,
+            row_offsets,
+            row_items,
+            row_affinity,
+            item_user_count,
+            anchor_ms,
+        }
+    }
+
     pub fn n_users(&self) -> usize {
         self.n_users
     }

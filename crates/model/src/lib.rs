@@ -14,7 +14,9 @@ mod popularity;
 mod topk;
 
 pub use als::{AlsFactors, AlsModel, AlsParams, AlsTraining};
-pub use cooccurrence::{CooccurrenceModel, CooccurrenceParams, PriorBlend, Similarity};
+pub use cooccurrence::{
+    CooccurrenceModel, CooccurrenceParams, PriorBlend, Similarity, neighbours_from_counts,
+};
 pub use dataset::{Dataset, Interaction, decay_weight};
 pub use eval::{EvalMetrics, TestSet, evaluate_p1};
 pub use popularity::{PopularityModel, PopularityParams};

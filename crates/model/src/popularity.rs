@@ -58,6 +58,12 @@ impl PopularityModel {
         for it in interactions {
             scores[it.item as usize] += decay_weight(anchor_ms, it.ts_ms, half_life_ms);
         }
+        Ok(PopularityModel::from_scores(scores))
+    }
+
+    /// The model of already-summed scores, one per item id (decayed masses summed elsewhere, as
+    /// the daily job does from hourly rollups). Items ranked by score, ties by id.
+    pub fn from_scores(scores: Vec<f64>) -> PopularityModel {
         let scores: Vec<f32> = scores.into_iter().map(|s| s as f32).collect();
         let candidates = scores
             .iter()
@@ -70,7 +76,7 @@ impl PopularityModel {
             .collect::<Vec<_>>();
         let count = candidates.len();
         let ranked = top_k(candidates, count);
-        Ok(PopularityModel { scores, ranked })
+        PopularityModel { scores, ranked }
     }
 
     /// The decayed score of `item` (0 for unknown items).

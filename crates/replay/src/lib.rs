@@ -375,14 +375,14 @@ async fn publish_day(
     users.sort_unstable();
     users.dedup();
     let lists = lists::user_lists(
-        log,
+        log.into(),
         models,
         request.daily_model,
         request.train.top_k,
         &users,
     )?;
     let published = lists.len();
-    let fallback = lists::fallback_list(log, models, request.train.fallback_k);
+    let fallback = lists::fallback_list(log.into(), models, request.train.fallback_k);
     let mut publisher = GenerationPublisher::start(store, &format!("replay-{date}"), published)
         .await
         .map_err(store_error)?;

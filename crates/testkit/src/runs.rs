@@ -96,6 +96,7 @@ pub async fn write_run(lake: &Lake, spec: &RunSpec<'_>) -> Result<RunManifest, L
         },
         timings: Timings::default(),
         execution: Default::default(),
+        notes: Vec::new(),
     };
     lake.write_manifest(run_id, &manifest).await?;
     Ok(manifest)

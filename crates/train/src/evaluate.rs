@@ -1,5 +1,6 @@
 //! Multi-day P1 evaluation (`newsrec eval --from D1 --to D2`): for each day D, every model is
-//! trained on `[D - window, D)` and tested on D; the report has a row per day and the mean.
+//! trained on `[D - window, D)` and tested on D, exactly as the daily job backtests (the same
+//! rollups, models and reader sample); the report has a row per day and the mean.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,10 @@ use newsrec_lake::{Lake, TimeWindow};
 use newsrec_model::EvalMetrics;
 use serde::Serialize;
 
-use crate::{ClickLog, FittedModels, Settings, TrainError};
+use crate::{
+    JobControl, Settings, TrainError,
+    job::{RunInput, day_window, evaluate_window, fit_window},
+};
 
 /// One test day's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -38,7 +42,8 @@ pub struct EvalReport {
     pub mean: BTreeMap<String, MeanMetrics>,
 }
 
-/// Runs P1 for each day of `[from, to]` (both inclusive).
+/// Runs P1 for each day of `[from, to]` (both inclusive), from the rollups of the span
+/// (brought up to date first), with the models and reader sample the daily job uses.
 pub async fn evaluate_range(
     lake: &Lake,
     from: NaiveDate,
@@ -54,26 +59,12 @@ pub async fn evaluate_range(
         settings.window_for(from).start_date(),
         to + chrono::Days::new(1),
     );
-    let log = ClickLog::read(lake, span).await?;
-    let settings = settings.clone();
-    tokio::task::spawn_blocking(move || evaluate_days(&log, from, to, &settings))
-        .await
-        .map_err(|join| TrainError::Internal(join.to_string()))?
-}
-
-fn evaluate_days(
-    log: &ClickLog,
-    from: NaiveDate,
-    to: NaiveDate,
-    settings: &Settings,
-) -> Result<EvalReport, TrainError> {
+    let input = RunInput::open(lake, span, settings, &JobControl::default()).await?;
     let mut days = Vec::new();
     for day in from.iter_days().take_while(|day| *day <= to) {
         let window = settings.window_for(day);
-        let train_clicks = log.slice(window).len();
-        let test_clicks = log
-            .slice(TimeWindow::days(day, day + chrono::Days::new(1)))
-            .len();
+        let train_clicks = input.span.counts(window).clicks as usize;
+        let test_clicks = input.span.counts(day_window(day)).clicks as usize;
         if train_clicks == 0 {
             return Err(TrainError::EmptyWindow {
                 start: window.start_date(),
@@ -81,8 +72,8 @@ fn evaluate_days(
             });
         }
         let started = std::time::Instant::now();
-        let models = FittedModels::fit(log, window, settings)?;
-        let metrics = models.evaluate(log, day);
+        let fitted = fit_window(lake, &input, window, settings, None).await?;
+        let metrics = evaluate_window(&input, &fitted, day).await?;
         tracing::info!(%day, train_clicks, test_clicks, ms = started.elapsed().as_millis() as u64, "evaluated day");
         days.push(DayReport {
             date: day.to_string(),

@@ -1,14 +1,13 @@
-//! One training run: read, fit, backtest, choose, write lists, write the manifest (last).
+//! One training run: rollups, fit, backtest, choose, write lists, write the manifest (last).
 //!
-//! The run is a chain of units of work, each followed by a checkpoint (`checkpoint.rs`): the
-//! dataset, each ALS iteration of the backtest and of the served models, each evaluation, each
+//! The run is a chain of units of work, each followed by a checkpoint (`checkpoint.rs`): each
+//! hour's rollup (kept in the lake, so it is its own checkpoint), each ALS iteration of the backtest and of the served models, each evaluation, each
 //! part of the lists. A start resumes after the last unit its checkpoints record; the units
 //! are deterministic, so a run interrupted any number of times writes the same bytes as one
 //! that never was.
 
 use std::{
     collections::BTreeMap,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -17,21 +16,24 @@ use newsrec_lake::{
     Lake, TimeWindow,
     layout::{self, ALS_FACTORS_OBJECT, FALLBACK_TABLE, SIMILAR_TABLE},
     manifest::{
-        DataCounts, DataWindow, Evaluation, Execution, MANIFEST_VERSION, ModelEntry, RunManifest,
-        RunOutputs, Timings,
+        DataCounts, DataWindow, Evaluation, Execution, MANIFEST_VERSION, ModelEntry, RollupUse,
+        RunManifest, RunOutputs, Timings,
     },
-    recs::{fallback_to_batch, recs_to_batch, similar_to_batch},
+    recs::{UserRecs, fallback_to_batch, recs_to_batch, similar_to_batch},
 };
-use newsrec_model::{AlsFactors, AlsTraining, CooccurrenceModel, EvalMetrics};
+use newsrec_lake_query::QueryEngine;
+use newsrec_model::{AlsFactors, AlsTraining, Dataset, EvalMetrics};
+use newsrec_rollup::{RollupError, RollupProgress, ensure_rollups};
 
 use crate::{
-    ClickLog, FittedModels, ModelKind, Settings, TrainError, blocking,
+    FittedModels, ModelKind, Settings, TrainError, blocking,
     checkpoint::{
         AlsProgress, CHECKPOINT_FORMAT_VERSION, CheckpointStore, DayEvaluation, RunState,
         decode_als_model, encode_als_model,
     },
     control::{ProgressFn, StopSignal, TrainProgress, peak_rss_bytes},
-    lists, training_data,
+    lists::{self, Names},
+    window::{ArticleIndex, Reader, ReaderSample, ReaderStream, RollupSpan, WindowArticles},
 };
 
 /// The evaluation of the configuration, trained before D-1 and tested on D-1.
@@ -114,7 +116,7 @@ pub async fn train(lake: &Lake, request: &TrainRequest) -> Result<RunManifest, T
 
 /// Which ALS fit of a run a checkpoint slot holds.
 #[derive(Debug, Clone, Copy)]
-enum Fit {
+pub(crate) enum Fit {
     /// Trained on the window before D-1, evaluated on D-1.
     Backtest,
     /// Trained on the window before D: the models whose lists are written.
@@ -138,7 +140,7 @@ impl Fit {
 }
 
 /// The run's checkpoints, the state they hold, and the bookkeeping of this start.
-struct Progress<'a> {
+pub(crate) struct Progress<'a> {
     store: CheckpointStore,
     state: RunState,
     control: &'a JobControl,
@@ -178,7 +180,9 @@ impl Progress<'_> {
 /// [`TrainError::Interrupted`].
 ///
 /// Each step below is one function; each ends with a checkpoint, and each skips the work a
-/// previous start already recorded.
+/// previous start already recorded. The input is the hourly rollups of the run's span, brought
+/// up to date first (an hour is a unit of work of its own: one summarised is kept whatever
+/// happens next).
 pub async fn train_with(
     lake: &Lake,
     request: &TrainRequest,
@@ -190,16 +194,16 @@ pub async fn train_with(
         .validate()
         .map_err(|error| TrainError::Settings(error.to_string()))?;
     layout::validate_name("run id", &request.run_id)?;
-    let (log, mut progress, resumed_from) = open_run(lake, request, control).await?;
+    let (input, mut progress, resumed_from) = open_run(lake, request, control).await?;
     let read_ms = elapsed_ms(started);
 
     let fit_started = Instant::now();
-    backtest(&log, request, &mut progress).await?;
-    let models = fit_served(lake, &log, request, &mut progress).await?;
+    backtest(lake, &input, request, &mut progress).await?;
+    let served = fit_served(lake, &input, request, &mut progress).await?;
     let fit_ms = elapsed_ms(fit_started);
 
     let eval_started = Instant::now();
-    evaluate_served(&log, &models, request.date, &mut progress).await?;
+    evaluate_served(&input, &served, request.date, &mut progress).await?;
     let eval_ms = elapsed_ms(eval_started);
     let evaluations = recorded_evaluations(&progress.state);
     log_evaluations(&evaluations);
@@ -207,13 +211,15 @@ pub async fn train_with(
         choose_model(&evaluations, request.settings.select_metric.name())?;
 
     let write_started = Instant::now();
-    let outputs = write_outputs(lake, request, &log, &models, chosen, &mut progress).await?;
+    let (outputs, readers) =
+        write_outputs(lake, request, &input, &served, chosen, &mut progress).await?;
     let write_ms = elapsed_ms(write_started);
 
     let manifest = run_manifest(RunSummary {
         request,
-        log: &log,
-        models: &models,
+        input: &input,
+        served: &served,
+        readers,
         evaluations: &evaluations,
         chosen,
         chosen_because,
@@ -231,6 +237,7 @@ pub async fn train_with(
             checkpoints_written: progress.written,
             checkpoint_ms: progress.write_ms,
             peak_rss_bytes: peak_rss_bytes(),
+            rollups: Some(input.rollups.clone()),
         },
     })?;
     lake.write_manifest(&request.run_id, &manifest).await?;
@@ -240,20 +247,146 @@ pub async fn train_with(
     Ok(manifest)
 }
 
-/// Opens the run's checkpoints and the click log to train on (resumed or read afresh), and
-/// records this start; refuses a window without clicks.
+/// What a run reads: the query engine, the rollup keys of its span (the backtest window to D
+/// included), and the article ids every window and test day of the run shares.
+pub(crate) struct RunInput {
+    pub(crate) engine: QueryEngine,
+    pub(crate) span: RollupSpan,
+    pub(crate) index: ArticleIndex,
+    pub(crate) rollups: RollupUse,
+}
+
+impl RunInput {
+    /// Brings the rollups of `span` up to date and opens them; `stop` is asked between hours.
+    pub(crate) async fn open(
+        lake: &Lake,
+        span: TimeWindow,
+        settings: &Settings,
+        control: &JobControl,
+    ) -> Result<RunInput, TrainError> {
+        let engine = QueryEngine::new(lake, &settings.engine_settings())?;
+        let report = ensure_rollups(
+            lake,
+            &engine,
+            span,
+            &settings.rollup_settings(),
+            &|step: &RollupProgress| {
+                control.report("rollups", step.done as u64, step.total as u64);
+            },
+            &|| control.stop.raised(),
+        )
+        .await?;
+        tracing::info!(
+            hours = report.hours,
+            reused = report.reused,
+            computed = report.computed,
+            damaged = report.damaged,
+            clicks = report.counts.clicks,
+            "rollups ready"
+        );
+        let rollups = RollupUse {
+            hours: report.hours as u64,
+            reused: report.reused as u64,
+            computed: report.computed as u64,
+            bytes: report.rollup_bytes,
+        };
+        let span = RollupSpan {
+            hours: report.markers.into_iter().collect(),
+        };
+        let index = ArticleIndex::of_span(lake, &span).await?;
+        Ok(RunInput {
+            engine,
+            span,
+            index,
+            rollups,
+        })
+    }
+}
+
+/// The models of one window, the sample of readers they were fitted and evaluated with, and
+/// why ALS was left out when it was.
+pub(crate) struct WindowModels {
+    pub(crate) articles: WindowArticles,
+    pub(crate) sample: ReaderSample,
+    pub(crate) models: FittedModels,
+    pub(crate) als_left_out: Option<String>,
+}
+
+/// Opens the run's checkpoints and its input (rollups brought up to date), and records this
+/// start; refuses a window without clicks.
 async fn open_run<'a>(
     lake: &Lake,
     request: &TrainRequest,
     control: &'a JobControl,
-) -> Result<(Arc<ClickLog>, Progress<'a>, Option<String>), TrainError> {
-    let started = Instant::now();
+) -> Result<(RunInput, Progress<'a>, Option<String>), TrainError> {
     let store = CheckpointStore::new(
         request.checkpoints.clone().unwrap_or_else(|| lake.clone()),
         &request.run_id,
     )?;
     let fingerprint = request.fingerprint()?;
-    let (log, state, resumed_from) = resume_or_read(lake, request, &store, &fingerprint).await?;
+    let loaded = store.load_latest_state().await?;
+    if let Some(loaded) = &loaded {
+        for (object, reason) in &loaded.skipped {
+            tracing::warn!(object, reason, "skipped a damaged checkpoint");
+        }
+        if loaded.state.fingerprint != fingerprint {
+            return Err(TrainError::CheckpointMismatch {
+                location: store.location(),
+                run_id: request.run_id.clone(),
+            });
+        }
+    }
+    let settings = &request.settings;
+    // One span covers the backtest window [D-1-W, D-1), its test day D-1, and D itself.
+    let backtest_day = request.date - chrono::Days::new(1);
+    let span = TimeWindow::days(
+        settings.window_for(backtest_day).start_date(),
+        request.date + chrono::Days::new(1),
+    );
+    let input = match RunInput::open(lake, span, settings, control).await {
+        Err(TrainError::Rollup(RollupError::Interrupted { reason, .. })) => {
+            // The hours summarised so far are in the lake; the state records this start, with
+            // no input digest yet (the next start adopts the one it finds).
+            let mut state = match loaded {
+                Some(loaded) => loaded.state,
+                None => fresh_state(&fingerprint, String::new()),
+            };
+            state.starts += 1;
+            state.seq += 1;
+            store.save_state(&state).await?;
+            return Err(TrainError::Interrupted {
+                reason,
+                location: store.location(),
+            });
+        }
+        other => other?,
+    };
+    // The hours before D: what the lists and the backtest are made of. D itself may still be
+    // arriving while the job runs (it only feeds the served evaluation, recorded once done), so
+    // a resume must not start over because of it.
+    let digest = input
+        .span
+        .digest_before(settings.window_for(request.date).end_ms);
+    let (state, resumed_from) = match loaded {
+        Some(loaded) if loaded.state.dataset_digest == digest => {
+            tracing::info!(checkpoint = loaded.object, "resuming");
+            (loaded.state, Some(loaded.object))
+        }
+        // Earlier starts stopped while bringing the rollups up to date.
+        Some(mut loaded) if loaded.state.dataset_digest.is_empty() => {
+            tracing::info!(checkpoint = loaded.object, "resuming after the rollups");
+            loaded.state.dataset_digest = digest;
+            (loaded.state, Some(loaded.object))
+        }
+        Some(loaded) => {
+            tracing::warn!(
+                checkpoint = loaded.object,
+                "the lake changed since the checkpoint (its rollups differ); starting over"
+            );
+            (fresh_state(&fingerprint, digest), None)
+        }
+        None => (fresh_state(&fingerprint, digest), None),
+    };
     let mut progress = Progress {
         store,
         state,
@@ -264,30 +397,30 @@ async fn open_run<'a>(
         write_ms: 0,
     };
     progress.state.starts += 1;
-    let window = request.settings.window_for(request.date);
+    let window = settings.window_for(request.date);
+    let counts = input.span.counts(window);
     tracing::info!(
-        clicks = log.clicks.len(),
-        users = log.users.len(),
-        items = log.items.len(),
-        read_ms = elapsed_ms(started),
+        clicks = counts.clicks,
+        hours = input.rollups.hours,
         resumed_from = resumed_from.as_deref().unwrap_or("-"),
         start = progress.state.starts,
-        "dataset ready"
+        "input ready"
     );
-    if log.slice(window).is_empty() {
+    if counts.clicks == 0 {
         return Err(TrainError::EmptyWindow {
             start: window.start_date(),
             end: request.date,
         });
     }
     progress.unit_done(true).await?;
-    Ok((log, progress, resumed_from))
+    Ok((input, progress, resumed_from))
 }
 
 /// The backtest: the same configuration trained on the window before D-1 and evaluated on D-1
 /// (no figures when there are no clicks before that window).
 async fn backtest(
-    log: &Arc<ClickLog>,
+    lake: &Lake,
+    input: &RunInput,
     request: &TrainRequest,
     progress: &mut Progress<'_>,
 ) -> Result<(), TrainError> {
@@ -298,13 +431,16 @@ async fn backtest(
     let backtest_day = request.date - chrono::Days::new(1);
     let backtest_window = settings.window_for(backtest_day);
     let mut figures = Vec::new();
-    if !log.slice(backtest_window).is_empty() {
-        let models = fit_models(log, backtest_window, settings, Fit::Backtest, progress).await?;
-        let metrics = blocking({
-            let log = Arc::clone(log);
-            move || models.evaluate(&log, backtest_day)
-        })
+    if input.span.counts(backtest_window).clicks > 0 {
+        let fitted = fit_window(
+            lake,
+            input,
+            backtest_window,
+            settings,
+            Some((Fit::Backtest, progress)),
+        )
         .await?;
+        let metrics = evaluate_window(input, &fitted, backtest_day).await?;
         figures.push(DayEvaluation {
             role: BACKTEST_ROLE.into(),
             test_day: backtest_day.to_string(),
@@ -320,10 +456,10 @@ async fn backtest(
 /// finished is loaded from the run's factors object; one fitted now is written there at once.
 async fn fit_served(
     lake: &Lake,
-    log: &Arc<ClickLog>,
+    input: &RunInput,
     request: &TrainRequest,
     progress: &mut Progress<'_>,
-) -> Result<Arc<FittedModels>, TrainError> {
+) -> Result<WindowModels, TrainError> {
     let settings = &request.settings;
     let factors_path = layout::run_object_path(&request.run_id, ALS_FACTORS_OBJECT);
     if let Some(digest) = progress.state.serve_factors.clone() {
@@ -341,8 +477,8 @@ async fn fit_served(
         }
     }
     let window = settings.window_for(request.date);
-    let models = Arc::new(fit_models(log, window, settings, Fit::Serve, progress).await?);
-    if let (Some(als), None) = (&models.als, &progress.state.serve_factors) {
+    let fitted = fit_window(lake, input, window, settings, Some((Fit::Serve, progress))).await?;
+    if let (Some(als), None) = (&fitted.models.als, &progress.state.serve_factors) {
         // Written once, as soon as the fit ends: the run's model object, and what later
         // checkpoints point at instead of carrying the factors along.
         let factors = als.factors().clone();
@@ -359,13 +495,13 @@ async fn fit_served(
     }
     // Only the ALS in progress rides in the checkpoints.
     progress.state.serve_als = None;
-    Ok(models)
+    Ok(fitted)
 }
 
 /// P1 of the served models on D itself, when the lake already holds clicks of D.
 async fn evaluate_served(
-    log: &Arc<ClickLog>,
-    models: &Arc<FittedModels>,
+    input: &RunInput,
+    served: &WindowModels,
     day: NaiveDate,
     progress: &mut Progress<'_>,
 ) -> Result<(), TrainError> {
@@ -373,15 +509,8 @@ async fn evaluate_served(
         return Ok(());
     }
     let mut figures = Vec::new();
-    if !log
-        .slice(TimeWindow::days(day, day + chrono::Days::new(1)))
-        .is_empty()
-    {
-        let metrics = blocking({
-            let (log, models) = (Arc::clone(log), Arc::clone(models));
-            move || models.evaluate(&log, day)
-        })
-        .await?;
+    if input.span.counts(day_window(day)).clicks > 0 {
+        let metrics = evaluate_window(input, served, day).await?;
         figures.push(DayEvaluation {
             role: SERVED_ROLE.into(),
             test_day: day.to_string(),
@@ -390,6 +519,24 @@ async fn evaluate_served(
     }
     progress.state.served = Some(figures);
     progress.unit_done(true).await
+}
+
+/// The UTC day `day` as a window.
+pub(crate) fn day_window(day: NaiveDate) -> TimeWindow {
+    TimeWindow::days(day, day + chrono::Days::new(1))
+}
+
+/// P1 of a window's models on `day`, over the window's sample of readers.
+pub(crate) async fn evaluate_window(
+    input: &RunInput,
+    fitted: &WindowModels,
+    day: NaiveDate,
+) -> Result<Vec<(ModelKind, EvalMetrics)>, TrainError> {
+    let test = fitted
+        .sample
+        .test_set(&input.engine, &input.span, &input.index, day_window(day))
+        .await?;
+    Ok(fitted.models.evaluate_on(&test))
 }
 
 /// The backtest's and the served models' figures, in that order.
@@ -420,35 +567,53 @@ fn log_evaluations(evaluations: &[DayEvaluation]) {
 }
 
 /// Writes the run's tables: the lists (checkpointed part by part), the fallback list and the
-/// similar-article lists; returns what the manifest records of them.
+/// similar-article lists; returns what the manifest records of them, and the readers of the
+/// window (all of them, counted while their lists were made).
 async fn write_outputs(
     lake: &Lake,
     request: &TrainRequest,
-    log: &Arc<ClickLog>,
-    models: &Arc<FittedModels>,
+    input: &RunInput,
+    served: &WindowModels,
     chosen: ModelKind,
     progress: &mut Progress<'_>,
-) -> Result<RunOutputs, TrainError> {
+) -> Result<(RunOutputs, ReaderCounts), TrainError> {
     let settings = &request.settings;
-    write_lists(
-        lake,
-        &request.run_id,
-        log,
-        models,
-        chosen,
-        settings,
-        progress,
-    )
-    .await?;
-    let fallback = lists::fallback_list(log, models, settings.fallback_k);
+    let readers = if served.sample.complete {
+        write_sample_lists(
+            lake,
+            &request.run_id,
+            input,
+            served,
+            chosen,
+            settings,
+            progress,
+        )
+        .await?
+    } else {
+        write_streamed_lists(
+            lake,
+            &request.run_id,
+            input,
+            served,
+            chosen,
+            settings,
+            progress,
+        )
+        .await?
+    };
+    let names = Names {
+        users: &served.sample.users,
+        items: input.index.names(),
+    };
+    let fallback = lists::fallback_list(names, &served.models, settings.fallback_k);
     let fallback_batch = fallback_to_batch(&fallback).map_err(internal)?;
     lake.write_run_table(&request.run_id, FALLBACK_TABLE, vec![fallback_batch])
         .await?;
-    let similar = lists::similar_lists(log, models, settings.similar_k);
+    let similar = lists::similar_lists(names, &served.models, settings.similar_k);
     let similar_batch = similar_to_batch(&similar).map_err(internal)?;
     lake.write_run_table(&request.run_id, SIMILAR_TABLE, vec![similar_batch])
         .await?;
-    Ok(RunOutputs {
+    let outputs = RunOutputs {
         users: progress.state.users_written,
         rows: progress.state.rows_written,
         top_k: settings.top_k,
@@ -456,15 +621,146 @@ async fn write_outputs(
         fallback: FALLBACK_TABLE.into(),
         similar: Some(SIMILAR_TABLE.into()),
         similar_articles: similar.len() as u64,
-        als_factors: models.als.as_ref().map(|_| ALS_FACTORS_OBJECT.to_owned()),
+        als_factors: served
+            .models
+            .als
+            .as_ref()
+            .map(|_| ALS_FACTORS_OBJECT.to_owned()),
+    };
+    Ok((outputs, readers))
+}
+
+/// The readers of the served window and their distinct (reader, article) pairs.
+#[derive(Debug, Clone, Copy, Default)]
+struct ReaderCounts {
+    readers: u64,
+    pairs: u64,
+}
+
+/// Lists when every reader of the window is in the sample: straight from its histories, in
+/// parts of `list_part_users`, skipping the parts a previous start wrote.
+async fn write_sample_lists(
+    lake: &Lake,
+    run_id: &str,
+    input: &RunInput,
+    served: &WindowModels,
+    chosen: ModelKind,
+    settings: &Settings,
+    progress: &mut Progress<'_>,
+) -> Result<ReaderCounts, TrainError> {
+    let (top_k, part_users) = (settings.top_k, settings.list_part_users.max(1));
+    let dataset = served.models.dataset();
+    let users: Vec<u32> = (0..dataset.n_users() as u32)
+        .filter(|u| !dataset.user_items(*u).is_empty())
+        .collect();
+    let total = users.len().div_ceil(part_users) as u64;
+    let names = Names {
+        users: &served.sample.users,
+        items: input.index.names(),
+    };
+    for index in progress.state.parts.len()..total as usize {
+        progress.control.report("lists", index as u64, total);
+        let chunk = &users[index * part_users..((index + 1) * part_users).min(users.len())];
+        let lists = crate::cpu(|| lists::user_lists(names, &served.models, chosen, top_k, chunk))?;
+        write_part(lake, run_id, index, &lists, progress).await?;
+        progress.control.report("lists", index as u64 + 1, total);
+        progress.unit_done(false).await?;
+    }
+    Ok(ReaderCounts {
+        readers: users.len() as u64,
+        pairs: dataset.n_pairs() as u64,
     })
+}
+
+/// Lists for a window with more readers than the sample: every reader streamed in id order
+/// from the rollups, `list_part_users` readers per part; the readers of parts a previous start
+/// wrote are read past (the order is the same every time) and only counted.
+async fn write_streamed_lists(
+    lake: &Lake,
+    run_id: &str,
+    input: &RunInput,
+    served: &WindowModels,
+    chosen: ModelKind,
+    settings: &Settings,
+    progress: &mut Progress<'_>,
+) -> Result<ReaderCounts, TrainError> {
+    let (top_k, part_users) = (settings.top_k, settings.list_part_users.max(1));
+    let window = served.articles.window;
+    let mut stream = ReaderStream::open(&input.engine, &input.span, window, settings).await?;
+    let mut counts = ReaderCounts::default();
+    let mut part: Vec<Reader> = Vec::with_capacity(part_users.min(1 << 16));
+    // The part being gathered, and how many readers it has (those of parts already written
+    // are counted, not kept).
+    let (mut index, mut in_part) = (0usize, 0usize);
+    loop {
+        let next = stream.next(&input.engine, &input.index).await?;
+        let ended = next.is_none();
+        if let Some(reader) = next {
+            counts.readers += 1;
+            counts.pairs += reader.items.len() as u64;
+            in_part += 1;
+            if index >= progress.state.parts.len() {
+                part.push(reader);
+            }
+        }
+        if in_part == part_users || (ended && in_part > 0) {
+            if index >= progress.state.parts.len() {
+                progress.control.report("lists", index as u64, 0);
+                let lists = crate::cpu(|| {
+                    part.iter()
+                        .map(|reader| {
+                            lists::reader_list(
+                                input.index.names(),
+                                &served.models,
+                                chosen,
+                                top_k,
+                                reader,
+                            )
+                        })
+                        .filter_map(Result::transpose)
+                        .collect::<Result<Vec<_>, _>>()
+                })?;
+                write_part(lake, run_id, index, &lists, progress).await?;
+                progress.unit_done(false).await?;
+            }
+            part.clear();
+            in_part = 0;
+            index += 1;
+        }
+        if ended {
+            break;
+        }
+    }
+    Ok(counts)
+}
+
+/// Writes list part `index` and records it in the state.
+async fn write_part(
+    lake: &Lake,
+    run_id: &str,
+    index: usize,
+    lists: &[UserRecs],
+    progress: &mut Progress<'_>,
+) -> Result<(), TrainError> {
+    let batch = recs_to_batch(lists).map_err(internal)?;
+    let name = layout::recs_part_name(index);
+    lake.write_run_table(run_id, &name, vec![batch.clone()])
+        .await?;
+    tracing::info!(part = %name, users = lists.len(), "wrote lists");
+    let state = &mut progress.state;
+    state.rows_written += batch.num_rows() as u64;
+    // Users whose list comes out empty (nothing left after exclusions) are not written.
+    state.users_written += lists.len() as u64;
+    state.parts.push(name);
+    Ok(())
 }
 
 /// Everything the manifest records about a finished run.
 struct RunSummary<'a> {
     request: &'a TrainRequest,
-    log: &'a ClickLog,
-    models: &'a FittedModels,
+    input: &'a RunInput,
+    served: &'a WindowModels,
+    readers: ReaderCounts,
     evaluations: &'a [DayEvaluation],
     chosen: ModelKind,
     chosen_because: String,
@@ -477,14 +773,14 @@ struct RunSummary<'a> {
 fn run_manifest(summary: RunSummary<'_>) -> Result<RunManifest, TrainError> {
     let RunSummary {
         request,
-        log,
-        models,
+        input,
+        served,
         ..
     } = summary;
     let settings = &request.settings;
     let day = request.date;
     let window = settings.window_for(day);
-    let dataset = models.dataset();
+    let counts = input.span.counts(window);
     let evaluations = summary
         .evaluations
         .iter()
@@ -500,6 +796,15 @@ fn run_manifest(summary: RunSummary<'_>) -> Result<RunManifest, TrainError> {
             })
         })
         .collect::<Result<_, TrainError>>()?;
+    let mut notes = Vec::new();
+    if !served.sample.complete {
+        notes.push(format!(
+            "P1 figures are over a sample of {} readers (train.eval_sample_users) of the window's {}",
+            served.sample.users.len(),
+            summary.readers.readers
+        ));
+    }
+    notes.extend(served.als_left_out.clone());
     Ok(RunManifest {
         manifest_version: MANIFEST_VERSION,
         run_id: request.run_id.clone(),
@@ -514,93 +819,117 @@ fn run_manifest(summary: RunSummary<'_>) -> Result<RunManifest, TrainError> {
         },
         config: to_json(settings.run_config())?,
         counts: DataCounts {
-            clicks: log.slice(window).len() as u64,
-            duplicates: log.duplicates,
-            other_events: log.other_events,
-            users: (0..dataset.n_users() as u32)
-                .filter(|u| !dataset.user_items(*u).is_empty())
-                .count() as u64,
-            items: (0..dataset.n_items() as u32)
-                .filter(|i| dataset.item_user_count(*i) > 0)
-                .count() as u64,
-            pairs: dataset.n_pairs() as u64,
+            clicks: counts.clicks,
+            duplicates: counts.duplicates,
+            other_events: counts.other_events,
+            users: summary.readers.readers,
+            items: served.articles.articles,
+            pairs: summary.readers.pairs,
         },
-        models: model_entries(models, settings)?,
+        models: model_entries(&served.models, settings)?,
         evaluations,
         chosen_model: summary.chosen.name().to_owned(),
         chosen_because: summary.chosen_because,
         outputs: summary.outputs,
         timings: summary.timings,
         execution: summary.execution,
+        notes,
     })
 }
 
-/// The click log and state to continue from: the latest valid checkpoint's, or a fresh read of
-/// the lake (saved at once, so later starts train on exactly the same clicks).
-async fn resume_or_read(
+fn fresh_state(fingerprint: &str, input_digest: String) -> RunState {
+    RunState {
+        fingerprint: fingerprint.to_owned(),
+        dataset_digest: input_digest,
+        ..RunState::default()
+    }
+}
+
+/// Fits every model of `window` from the rollups: popularity and co-visitation from the
+/// article sums, the sample's histories for personal scores, and ALS (one checkpointed
+/// iteration at a time, continuing from the state's slot for `fit`) when the sample is every
+/// reader of the window.
+pub(crate) async fn fit_window(
     lake: &Lake,
-    request: &TrainRequest,
-    store: &CheckpointStore,
-    fingerprint: &str,
-) -> Result<(Arc<ClickLog>, RunState, Option<String>), TrainError> {
-    let loaded = store.load_latest_state().await?;
-    if let Some(loaded) = &loaded {
-        for (object, reason) in &loaded.skipped {
-            tracing::warn!(object, reason, "skipped a damaged checkpoint");
-        }
-        if loaded.state.fingerprint != fingerprint {
-            return Err(TrainError::CheckpointMismatch {
-                location: store.location(),
-                run_id: request.run_id.clone(),
-            });
-        }
-    }
-    let saved = match store.load_dataset().await {
-        Ok(saved) => saved,
-        Err(TrainError::Checkpoint { object, reason }) => {
-            tracing::warn!(
-                object,
-                reason,
-                "the dataset checkpoint is damaged; reading the lake again"
-            );
-            None
-        }
-        Err(other) => return Err(other),
-    };
-    if let Some(saved) = saved {
-        if saved.fingerprint != fingerprint {
-            return Err(TrainError::CheckpointMismatch {
-                location: store.location(),
-                run_id: request.run_id.clone(),
-            });
-        }
-        match loaded {
-            Some(loaded) if loaded.state.dataset_digest == saved.digest => {
-                tracing::info!(checkpoint = loaded.object, "resuming");
-                return Ok((Arc::new(saved.log), loaded.state, Some(loaded.object)));
-            }
-            Some(loaded) => tracing::warn!(
-                checkpoint = loaded.object,
-                "the checkpoint refers to another dataset; starting over from the saved dataset"
-            ),
-            None => {}
-        }
-        return Ok((
-            Arc::new(saved.log),
-            fresh_state(fingerprint, saved.digest),
+    input: &RunInput,
+    window: TimeWindow,
+    settings: &Settings,
+    checkpointed: Option<(Fit, &mut Progress<'_>)>,
+) -> Result<WindowModels, TrainError> {
+    let articles = WindowArticles::read(lake, &input.span, &input.index, window, settings).await?;
+    let sample =
+        ReaderSample::read(&input.engine, &input.span, &input.index, window, settings).await?;
+    let popularity = articles.popularity_model(input.index.len());
+    let (als, als_left_out) = match settings.als.params() {
+        None => (None, None),
+        Some(_) if !sample.complete => (
             None,
-        ));
+            Some(format!(
+                "ALS left out of the window before {}: it has more readers than train.eval_sample_users ({}), and factors for all of them would not fit the memory target",
+                layout::Partition::of_ts(window.end_ms).date,
+                settings.eval_sample_users
+            )),
+        ),
+        Some(params) => {
+            let training = match checkpointed {
+                Some((fit, progress)) => fit_als(&sample.dataset, params, fit, progress).await?,
+                None => {
+                    let mut training = crate::cpu(|| AlsTraining::start(&sample.dataset, params))?;
+                    while !training.is_done() {
+                        crate::cpu(|| training.step());
+                    }
+                    training
+                }
+            };
+            (Some(training.finish(popularity.clone())), None)
+        }
+    };
+    let cooccurrence =
+        articles.cooccurrence_model(sample.dataset.clone(), popularity.clone(), settings);
+    Ok(WindowModels {
+        articles,
+        sample,
+        models: FittedModels {
+            popularity,
+            cooccurrence,
+            als,
+        },
+        als_left_out,
+    })
+}
+
+/// ALS on `dataset`, one checkpointed iteration at a time from the state's slot for `fit`.
+async fn fit_als(
+    dataset: &Dataset,
+    params: newsrec_model::AlsParams,
+    fit: Fit,
+    progress: &mut Progress<'_>,
+) -> Result<AlsTraining, TrainError> {
+    let saved = fit.als_slot(&mut progress.state).clone();
+    let total = params.iterations as u64;
+    let mut training = crate::cpu(|| match saved {
+        None => AlsTraining::start(dataset, params),
+        Some(saved) => AlsTraining::resume(dataset, params, saved.factors, saved.iteration),
+    })?;
+    progress
+        .control
+        .report(fit.stage(), training.iteration() as u64, total);
+    while !training.is_done() {
+        training = blocking(move || {
+            training.step();
+            training
+        })
+        .await?;
+        *fit.als_slot(&mut progress.state) = Some(AlsProgress {
+            iteration: training.iteration(),
+            factors: training.factors().clone(),
+        });
+        progress
+            .control
+            .report(fit.stage(), training.iteration() as u64, total);
+        progress.unit_done(false).await?;
     }
-    let settings = &request.settings;
-    // One read covers the backtest window [D-1-W, D-1), its test day D-1, and D itself.
-    let backtest_day = request.date - chrono::Days::new(1);
-    let span = TimeWindow::days(
-        settings.window_for(backtest_day).start_date(),
-        request.date + chrono::Days::new(1),
-    );
-    let log = Arc::new(ClickLog::read(lake, span).await?);
-    let digest = store.save_dataset(&log, fingerprint).await?;
-    Ok((log, fresh_state(fingerprint, digest), None))
+    Ok(training)
 }
 
 /// The served ALS factors a previous start wrote, checked against the digest its state
@@ -630,77 +959,6 @@ async fn load_factors(
             });
         }
         decode_als_model(&object, &bytes)
-    })
-    .await?
-}
-
-fn fresh_state(fingerprint: &str, dataset_digest: String) -> RunState {
-    RunState {
-        fingerprint: fingerprint.to_owned(),
-        dataset_digest,
-        ..RunState::default()
-    }
-}
-
-/// Fits every model on `window`; ALS one checkpointed iteration at a time, continuing from the
-/// state's slot for `fit`.
-async fn fit_models(
-    log: &Arc<ClickLog>,
-    window: TimeWindow,
-    settings: &Settings,
-    fit: Fit,
-    progress: &mut Progress<'_>,
-) -> Result<FittedModels, TrainError> {
-    let saved = fit.als_slot(&mut progress.state).clone();
-    let (dataset, popularity, mut als) = blocking({
-        let (log, settings) = (Arc::clone(log), settings.clone());
-        move || -> Result<_, TrainError> {
-            let (dataset, popularity) = training_data(&log, window, &settings)?;
-            let als = match (settings.als.params(), saved) {
-                (None, _) => None,
-                (Some(params), None) => Some(AlsTraining::start(&dataset, params)?),
-                (Some(params), Some(saved)) => Some(AlsTraining::resume(
-                    &dataset,
-                    params,
-                    saved.factors,
-                    saved.iteration,
-                )?),
-            };
-            Ok((dataset, popularity, als))
-        }
-    })
-    .await??;
-    if let Some(mut training) = als.take() {
-        let total = settings.als.params().map_or(0, |p| p.iterations) as u64;
-        progress
-            .control
-            .report(fit.stage(), training.iteration() as u64, total);
-        while !training.is_done() {
-            training = blocking(move || {
-                training.step();
-                training
-            })
-            .await?;
-            *fit.als_slot(&mut progress.state) = Some(AlsProgress {
-                iteration: training.iteration(),
-                factors: training.factors().clone(),
-            });
-            progress
-                .control
-                .report(fit.stage(), training.iteration() as u64, total);
-            progress.unit_done(false).await?;
-        }
-        als = Some(training);
-    }
-    let params = settings.cooccurrence.clone();
-    blocking(move || -> Result<_, TrainError> {
-        let als = als.map(|training| training.finish(popularity.clone()));
-        let cooccurrence = CooccurrenceModel::fit(dataset, popularity.clone(), params)?;
-        Ok(FittedModels {
-            popularity,
-            cooccurrence,
-            als,
-        })
     })
     .await?
 }
@@ -800,51 +1058,6 @@ fn choose_model(
         kind,
         format!("best {metric} on the {test_day} backtest: {figures}"),
     ))
-}
-
-/// Writes the lists in parts of `list_part_users` users, one checkpointed unit per part,
-/// skipping the parts a previous start already wrote.
-async fn write_lists(
-    lake: &Lake,
-    run_id: &str,
-    log: &Arc<ClickLog>,
-    models: &Arc<FittedModels>,
-    chosen: ModelKind,
-    settings: &Settings,
-    progress: &mut Progress<'_>,
-) -> Result<(), TrainError> {
-    let (top_k, part_users) = (settings.top_k, settings.list_part_users.max(1));
-    let dataset = models.dataset();
-    let users: Arc<Vec<u32>> = Arc::new(
-        (0..dataset.n_users() as u32)
-            .filter(|u| !dataset.user_items(*u).is_empty())
-            .collect(),
-    );
-    let total = users.len().div_ceil(part_users) as u64;
-    for index in progress.state.parts.len()..total as usize {
-        progress.control.report("lists", index as u64, total);
-        let lists = blocking({
-            let (log, models, users) = (Arc::clone(log), Arc::clone(models), Arc::clone(&users));
-            move || {
-                let chunk = &users[index * part_users..((index + 1) * part_users).min(users.len())];
-                lists::user_lists(&log, &models, chosen, top_k, chunk)
-            }
-        })
-        .await??;
-        let batch = recs_to_batch(&lists).map_err(internal)?;
-        let name = layout::recs_part_name(index);
-        lake.write_run_table(run_id, &name, vec![batch.clone()])
-            .await?;
-        tracing::info!(part = %name, users = lists.len(), "wrote lists");
-        let state = &mut progress.state;
-        state.rows_written += batch.num_rows() as u64;
-        // Users whose list comes out empty (nothing left after exclusions) are not written.
-        state.users_written += lists.len() as u64;
-        state.parts.push(name);
-        progress.control.report("lists", index as u64 + 1, total);
-        progress.unit_done(false).await?;
-    }
-    Ok(())
 }
 
 fn elapsed_ms(since: Instant) -> u64 {

@@ -1,6 +1,7 @@
 //! The daily training job and the offline evaluation, over windows of the lake.
 //!
-//! Consumes the lake's events for `[D - window, D)` (plus D-1 and D for evaluation); produces,
+//! Consumes the hourly rollups (`newsrec-rollup`) of the lake's events for `[D - window, D)`
+//! (plus D-1 and D for evaluation), bringing them up to date first; produces,
 //! under `runs/<run_id>/`, top-K lists per user (in parts), the fallback list, each article's
 //! similar articles and the ALS factors as Parquet, then the run manifest. It fits every
 //! configured model (decayed popularity, SAR-style co-occurrence, implicit-feedback ALS),
@@ -20,6 +21,7 @@ pub mod lists;
 mod models;
 mod settings;
 pub mod spot;
+pub mod window;
 
 pub use checkpoint::CheckpointStore;
 pub use clicklog::ClickLog;
@@ -28,7 +30,7 @@ pub use evaluate::{DayReport, EvalReport, MeanMetrics, evaluate_range};
 pub use job::{JobControl, TrainRequest, train, train_with};
 pub use models::{FittedModels, ModelKind};
 pub use settings::{
-    AlsSettings, CheckpointSettings, Metric, Settings, SettingsError, SpotSettings,
+    AlsSettings, CheckpointSettings, Metric, RollupShape, Settings, SettingsError, SpotSettings,
 };
 
 use chrono::NaiveDate;
@@ -43,6 +45,10 @@ pub enum TrainError {
     Lake(#[from] newsrec_lake::LakeError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Query(#[from] newsrec_lake_query::QueryError),
+    #[error(transparent)]
+    Rollup(#[from] newsrec_rollup::RollupError),
     #[error("unexpected lake data: {0}")]
     Schema(String),
     #[error(
@@ -92,6 +98,18 @@ pub fn test_set(log: &ClickLog, train: &Dataset, test_day: NaiveDate) -> TestSet
     let day = TimeWindow::days(test_day, test_day + chrono::Days::new(1));
     let test_clicks: Vec<(u32, u32)> = log.slice(day).iter().map(|c| (c.user, c.item)).collect();
     TestSet::build(train, &test_clicks)
+}
+
+/// Runs CPU-heavy work that borrows from the caller: in place on a multi-threaded runtime (the
+/// other tasks, a signal watcher or a spot-notice poller, move to other threads), inline on a
+/// single-threaded one (tests).
+pub(crate) fn cpu<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
 }
 
 /// Runs CPU-heavy or blocking work off the async threads.

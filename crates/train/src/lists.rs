@@ -7,11 +7,27 @@ use rayon::prelude::*;
 
 use crate::{ClickLog, FittedModels, ModelKind, TrainError};
 
-/// The top-`top_k` lists of `users` (dense ids of `log`) by the model of `kind`, in the order
+/// The names behind dense ids: reader ids by user id, article ids by item id.
+#[derive(Debug, Clone, Copy)]
+pub struct Names<'a> {
+    pub users: &'a [String],
+    pub items: &'a [String],
+}
+
+impl<'a> From<&'a ClickLog> for Names<'a> {
+    fn from(log: &'a ClickLog) -> Self {
+        Names {
+            users: &log.users,
+            items: &log.items,
+        }
+    }
+}
+
+/// The top-`top_k` lists of `users` (dense ids of `names`) by the model of `kind`, in the order
 /// of `users`. A user whose list comes out empty (nothing left after excluding what they read)
 /// is left out: serving then gives them the fallback list, as for any user without a list.
 pub fn user_lists(
-    log: &ClickLog,
+    log: Names<'_>,
     models: &FittedModels,
     kind: ModelKind,
     top_k: usize,
@@ -35,8 +51,28 @@ pub fn user_lists(
         .collect())
 }
 
+/// The top-`top_k` list of a reader streamed past the sample (see
+/// [`FittedModels::recommend_history`]); `None` when it comes out empty.
+pub fn reader_list(
+    items: &[String],
+    models: &FittedModels,
+    kind: ModelKind,
+    top_k: usize,
+    reader: &crate::window::Reader,
+) -> Result<Option<UserRecs>, TrainError> {
+    let scored = models.recommend_history(kind, &reader.items, &reader.affinities, top_k)?;
+    if scored.is_empty() {
+        return Ok(None);
+    }
+    let names = Names { users: &[], items };
+    Ok(Some(UserRecs {
+        user_id: reader.user_id.clone(),
+        items: ranked(names, scored.into_iter().map(|s| (s.item, s.score))),
+    }))
+}
+
 /// The list of users without one: the `k` most popular articles of the window (decayed).
-pub fn fallback_list(log: &ClickLog, models: &FittedModels, k: usize) -> Vec<RankedArticle> {
+pub fn fallback_list(log: Names<'_>, models: &FittedModels, k: usize) -> Vec<RankedArticle> {
     ranked(
         log,
         models
@@ -50,10 +86,8 @@ pub fn fallback_list(log: &ClickLog, models: &FittedModels, k: usize) -> Vec<Ran
 
 /// Each trained article's `k` most similar articles (its co-occurrence neighbours), best first;
 /// articles without a neighbour are left out.
-pub fn similar_lists(log: &ClickLog, models: &FittedModels, k: usize) -> Vec<SimilarArticles> {
-    let dataset = models.dataset();
+pub fn similar_lists(log: Names<'_>, models: &FittedModels, k: usize) -> Vec<SimilarArticles> {
     (0..log.items.len() as u32)
-        .filter(|item| dataset.item_user_count(*item) > 0)
         .filter_map(|item| {
             let neighbours = models.cooccurrence.neighbours(item);
             (!neighbours.is_empty()).then(|| SimilarArticles {
@@ -65,7 +99,10 @@ pub fn similar_lists(log: &ClickLog, models: &FittedModels, k: usize) -> Vec<Sim
 }
 
 /// Dense item ids with scores, as the lake's ranked articles.
-fn ranked(log: &ClickLog, scored: impl Iterator<Item = (u32, f32)>) -> Vec<RankedArticle> {
+pub(crate) fn ranked(
+    log: Names<'_>,
+    scored: impl Iterator<Item = (u32, f32)>,
+) -> Vec<RankedArticle> {
     scored
         .map(|(item, score)| RankedArticle {
             article_id: log.items[item as usize].clone(),

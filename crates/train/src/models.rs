@@ -9,7 +9,8 @@ use std::fmt;
 use chrono::NaiveDate;
 use newsrec_lake::TimeWindow;
 use newsrec_model::{
-    AlsModel, CooccurrenceModel, Dataset, EvalMetrics, PopularityModel, Recommender, evaluate_p1,
+    AlsModel, CooccurrenceModel, Dataset, EvalMetrics, PopularityModel, Recommender, ScoredItem,
+    TestSet, evaluate_p1,
 };
 use serde::{Deserialize, Serialize};
 
@@ -121,11 +122,35 @@ impl FittedModels {
     /// P1 of every model on the clicks of `test_day` (the models must be trained on the window
     /// ending at that day).
     pub fn evaluate(&self, log: &ClickLog, test_day: NaiveDate) -> Vec<(ModelKind, EvalMetrics)> {
-        let test = test_set(log, self.dataset(), test_day);
+        self.evaluate_on(&test_set(log, self.dataset(), test_day))
+    }
+
+    /// P1 of every model on `test` (built against [`FittedModels::dataset`]).
+    pub fn evaluate_on(&self, test: &TestSet) -> Vec<(ModelKind, EvalMetrics)> {
         self.all()
             .into_iter()
-            .map(|(kind, model)| (kind, evaluate_p1(model, self.dataset(), &test)))
+            .map(|(kind, model)| (kind, evaluate_p1(model, self.dataset(), test)))
             .collect()
+    }
+
+    /// The best `k` articles by the model of `kind` for a reader known by their history
+    /// (`items` ascending, with their affinities) rather than by a user id of the dataset:
+    /// readers streamed past the sample. ALS knows readers only by id, so it is refused.
+    pub fn recommend_history(
+        &self,
+        kind: ModelKind,
+        items: &[u32],
+        affinities: &[f32],
+        k: usize,
+    ) -> Result<Vec<ScoredItem>, TrainError> {
+        Ok(match kind {
+            // Popularity ignores who asks; an id past every user is "nobody in particular".
+            ModelKind::Popularity => self.popularity.recommend(u32::MAX, k, items),
+            ModelKind::Cooccurrence => self
+                .cooccurrence
+                .recommend_history(items, affinities, k, items),
+            ModelKind::Als => return Err(TrainError::ModelNotFitted(ModelKind::Als)),
+        })
     }
 }
 

@@ -9,7 +9,9 @@
 
 use chrono::NaiveDate;
 use newsrec_lake::TimeWindow;
+use newsrec_lake_query::EngineSettings;
 use newsrec_model::{AlsParams, CooccurrenceParams, ModelError, PopularityParams};
+use newsrec_rollup::RollupSettings;
 use serde::{Deserialize, Serialize};
 
 /// The `[train]` section.
@@ -31,6 +33,17 @@ pub struct Settings {
     pub als: AlsSettings,
     /// Users per `recs-NNNNN.parquet` part (one checkpointed unit of work each).
     pub list_part_users: usize,
+    /// Readers whose P1 figures are computed (a deterministic sample by a hash of their id), so
+    /// the backtest's cost stops growing with the audience. Windows with no more readers than
+    /// this evaluate everyone; ALS is fitted only then (its factors for every reader would
+    /// not fit the memory target), and the manifest says when it was left out.
+    pub eval_sample_users: usize,
+    /// MiB the query engine reading the lake may hold in its sorts and aggregations; past it
+    /// they spill to `spill_dir`. Decoded batches in flight come on top (a few MiB per core).
+    pub memory_limit_mib: u64,
+    /// Folder for the engine's spill files; empty: the system's temporary folder.
+    pub spill_dir: String,
+    pub rollups: RollupShape,
     pub checkpoint: CheckpointSettings,
     pub spot: SpotSettings,
 }
@@ -47,6 +60,10 @@ impl Default for Settings {
             cooccurrence: CooccurrenceParams::default(),
             als: AlsSettings::default(),
             list_part_users: 50_000,
+            eval_sample_users: 200_000,
+            memory_limit_mib: 1536,
+            spill_dir: String::new(),
+            rollups: RollupShape::default(),
             checkpoint: CheckpointSettings::default(),
             spot: SpotSettings::default(),
         }
@@ -133,6 +150,28 @@ impl AlsSettings {
     }
 }
 
+/// `[train.rollups]`: the shape of the hourly co-visitation rollups (`docs/lake-layout.md`).
+/// Their decay half-life is `popularity.half_life_hours`; a change of any of them recomputes
+/// the rollup tables it touches, nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RollupShape {
+    /// A session's first this many distinct articles form its co-visitation pairs.
+    pub session_articles: u32,
+    /// Partners kept per article and hour.
+    pub pairs_per_article: u32,
+}
+
+impl Default for RollupShape {
+    fn default() -> Self {
+        let defaults = RollupSettings::default();
+        RollupShape {
+            session_articles: defaults.session_articles,
+            pairs_per_article: defaults.pairs_per_article,
+        }
+    }
+}
+
 /// `[train.checkpoint]`: where a run's checkpoints go and how often.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -196,6 +235,24 @@ impl Settings {
         TimeWindow::days(day - chrono::Days::new(u64::from(self.window_days)), day)
     }
 
+    /// The query engine's budget and spill folder.
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            memory_limit_bytes: self.memory_limit_mib.saturating_mul(1 << 20),
+            spill_dir: (!self.spill_dir.is_empty()).then(|| self.spill_dir.clone().into()),
+            threads: 0,
+        }
+    }
+
+    /// What the hourly rollups are computed with.
+    pub fn rollup_settings(&self) -> RollupSettings {
+        RollupSettings {
+            decay_half_life_hours: self.popularity.half_life_hours,
+            session_articles: self.rollups.session_articles,
+            pairs_per_article: self.rollups.pairs_per_article,
+        }
+    }
+
     /// Range-checks every value; the first one out of range is named.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let invalid = |key: &str, reason: String| {
@@ -210,10 +267,27 @@ impl Settings {
             ("fallback_k", self.fallback_k, 10_000),
             ("similar_k", self.similar_k, 1000),
             ("list_part_users", self.list_part_users, 10_000_000),
+            ("eval_sample_users", self.eval_sample_users, 10_000_000),
         ] {
             if !(1..=max).contains(&value) {
                 return invalid(key, format!("must be 1..={max}, got {value}"));
             }
+        }
+        // Below 16 MiB a query's spilling operators cannot each hold one batch of their state.
+        if !(16..=1 << 30).contains(&self.memory_limit_mib) {
+            return invalid(
+                "memory_limit_mib",
+                format!("must be 16..=1073741824, got {}", self.memory_limit_mib),
+            );
+        }
+        if let Err(newsrec_rollup::RollupError::Settings { name, reason }) =
+            self.rollup_settings().validate()
+        {
+            let key = match name {
+                "decay_half_life_hours" => "popularity.half_life_hours".to_owned(),
+                other => format!("rollups.{other}"),
+            };
+            return Err(SettingsError { key, reason });
         }
         let model = |section: &'static str| {
             move |error: ModelError| match error {
@@ -240,8 +314,8 @@ impl Settings {
     }
 
     /// What a run's output depends on, as the manifest records it (`config`) and the
-    /// checkpoint fingerprint hashes it. Checkpoint and spot settings change how a run is
-    /// executed, never what it writes, so a run resumes whatever they are now.
+    /// checkpoint fingerprint hashes it. Checkpoint, spot and memory settings change how a run
+    /// is executed, never what it writes, so a run resumes whatever they are now.
     pub(crate) fn run_config(&self) -> RunConfig<'_> {
         RunConfig {
             window_days: self.window_days,
@@ -253,6 +327,8 @@ impl Settings {
             cooccurrence: &self.cooccurrence,
             als: self.als.params(),
             list_part_users: self.list_part_users,
+            eval_sample_users: self.eval_sample_users,
+            rollups: &self.rollups,
         }
     }
 }
@@ -270,6 +346,8 @@ pub(crate) struct RunConfig<'a> {
     /// `None` (JSON `null`): ALS is not fitted.
     als: Option<AlsParams>,
     list_part_users: usize,
+    eval_sample_users: usize,
+    rollups: &'a RollupShape,
 }
 
 #[cfg(test)]
@@ -303,6 +381,15 @@ mod tests {
             "popularity.half_life_hours"
         );
         assert_eq!(key(|s| s.spot.notice_poll_ms = 0), "spot.notice_poll_ms");
+        assert_eq!(key(|s| s.memory_limit_mib = 15), "memory_limit_mib");
+        assert_eq!(
+            key(|s| s.rollups.session_articles = 1),
+            "rollups.session_articles"
+        );
+        assert_eq!(
+            key(|s| s.popularity.half_life_hours = 0.01),
+            "popularity.half_life_hours"
+        );
         // Off is still checked: turning ALS back on must not meet a bad value.
         assert_eq!(
             key(|s| {

@@ -43,7 +43,7 @@ async fn each_kind_is_its_own_model_and_lists_are_never_empty() {
     let users: Vec<u32> = (0..log.users.len() as u32).collect();
     for kind in ModelKind::ALL {
         assert_eq!(models.model(kind).unwrap().name(), kind.name());
-        let lists = lists::user_lists(&log, &models, kind, 5, &users).unwrap();
+        let lists = lists::user_lists((&log).into(), &models, kind, 5, &users).unwrap();
         assert!(!lists.is_empty(), "{kind}");
         assert!(
             lists
@@ -57,10 +57,10 @@ async fn each_kind_is_its_own_model_and_lists_are_never_empty() {
             .collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{kind}");
     }
-    let fallback = lists::fallback_list(&log, &models, 7);
+    let fallback = lists::fallback_list((&log).into(), &models, 7);
     assert_eq!(fallback.len(), 7);
     assert!(fallback.windows(2).all(|w| w[0].score >= w[1].score));
-    let similar = lists::similar_lists(&log, &models, 3);
+    let similar = lists::similar_lists((&log).into(), &models, 3);
     assert!(
         similar
             .iter()
@@ -84,7 +84,7 @@ async fn a_kind_that_was_not_fitted_is_an_error_not_another_model() {
         models.kinds(),
         vec![ModelKind::Popularity, ModelKind::Cooccurrence]
     );
-    let error = lists::user_lists(&log, &models, ModelKind::Als, 5, &[0]).unwrap_err();
+    let error = lists::user_lists((&log).into(), &models, ModelKind::Als, 5, &[0]).unwrap_err();
     assert!(
         matches!(error, TrainError::ModelNotFitted(ModelKind::Als)),
         "{error}"

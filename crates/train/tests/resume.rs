@@ -147,6 +147,7 @@ async fn stops_between_list_parts_and_at_every_stage_resume_to_the_same_bytes() 
         .unwrap();
     let request = TrainRequest::new(day, "stepwise", settings());
     let stops = [
+        ("rollups", 3),
         ("backtest ALS", 1),
         ("backtest ALS", 6),
         ("ALS", 2),

@@ -14,8 +14,11 @@ use crate::{
     output,
 };
 
-pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
-    match newsrec_bench::run(&Binary, config, args).await? {
+pub async fn run(config: &Config, data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
+    let host = Binary {
+        data_dir: data_dir.to_owned(),
+    };
+    match newsrec_bench::run(&host, config, args).await? {
         Report::Json(line) => println!("{line}"),
         Report::Table { rows, notes } => {
             print!("{}", output::table(&rows));
@@ -28,10 +31,16 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Nodes and imports as `newsrec up` and `newsrec import` run them.
-struct Binary;
+struct Binary {
+    data_dir: std::path::PathBuf,
+}
 
 impl Host for Binary {
     type Node = Node;
+
+    fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
 
     async fn start_node(
         &self,

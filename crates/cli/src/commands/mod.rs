@@ -6,6 +6,7 @@ mod eval;
 mod import;
 pub mod plan;
 mod publish;
+mod rollup;
 mod train;
 mod up;
 
@@ -51,6 +52,8 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Train the daily models for a serving day and write a run to the lake
     Train(train::TrainArgs),
+    /// Summarise each lake hour of a range of days into rollups (train does its window itself)
+    Rollup(rollup::RollupArgs),
     /// Evaluate every model with protocol P1 over a range of days
     Eval(eval::EvalArgs),
     /// Load a run's lists into the serving store as a new generation and switch to it
@@ -125,11 +128,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             train::run(&load_config()?, &globals, args).await
         }
         Command::Eval(args) => eval::run(&load_config()?, &cli.data_dir, args).await,
+        Command::Rollup(args) => rollup::run(&load_config()?, &cli.data_dir, args).await,
         Command::Publish(args) => publish::run(&load_config()?, &cli.data_dir, args).await,
         Command::Rollback => publish::rollback(&load_config()?, &cli.data_dir).await,
         Command::Demo(args) => demo::run(load_config()?, &cli.data_dir, args).await,
         Command::Plan(args) => plan::run(&args),
-        Command::Bench(args) => bench::run(&load_config()?, args).await,
+        Command::Bench(args) => bench::run(&load_config()?, &cli.data_dir, args).await,
     }
 }
 

@@ -186,7 +186,7 @@ pub async fn run(config: &Config, globals: &Globals, args: TrainArgs) -> anyhow:
 
 /// Raises `stop` on SIGTERM (spot reclaim, SageMaker stop, `kill`) or SIGINT (Ctrl-C); a
 /// second signal ends the process at once, for when the current unit is too slow to wait for.
-async fn stop_on_signals(stop: StopSignal) {
+pub(crate) async fn stop_on_signals(stop: StopSignal) {
     let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(stream) => stream,
@@ -252,7 +252,7 @@ pub fn summary(manifest: &RunManifest) -> String {
         manifest.chosen_model, manifest.chosen_because
     ));
     out.push_str(&format!(
-        "wrote {} lists ({} rows, top {}) in {} parts; read {} ms, fit {} ms, eval {} ms, write {} ms, total {} ms\n",
+        "wrote {} lists ({} rows, top {}) in {} parts; rollups {} ms, fit {} ms, eval {} ms, write {} ms, total {} ms\n",
         manifest.outputs.users,
         manifest.outputs.rows,
         manifest.outputs.top_k,
@@ -263,6 +263,15 @@ pub fn summary(manifest: &RunManifest) -> String {
         manifest.timings.write_ms,
         manifest.timings.total_ms,
     ));
+    if let Some(rollups) = &manifest.execution.rollups {
+        out.push_str(&format!(
+            "rollups: {} hours, {} reused, {} computed ({} bytes)\n",
+            rollups.hours, rollups.reused, rollups.computed, rollups.bytes
+        ));
+    }
+    for note in &manifest.notes {
+        out.push_str(&format!("note: {note}\n"));
+    }
     out
 }
 
