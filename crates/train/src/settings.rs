@@ -60,7 +60,7 @@ impl Default for Settings {
             cooccurrence: CooccurrenceParams::default(),
             als: AlsSettings::default(),
             list_part_users: 50_000,
-            eval_sample_users: 200_000,
+            eval_sample_users: 250_000,
             memory_limit_mib: 1536,
             spill_dir: String::new(),
             rollups: RollupShape::default(),
