@@ -50,38 +50,18 @@ impl Dataset {
     ) -> Dataset {
         let mut sorted: Vec<Interaction> = interactions.to_vec();
         sorted.sort_unstable_by_key(|it| (it.user, it.item, it.ts_ms));
-        let mut row_offsets = vec![0usize; n_users + 1];
-        let mut row_items = Vec::new();
-        let mut row_affinity = Vec::new();
-        let mut item_user_count = vec![0u32; n_items];
-        let mut previous: Option<(u32, u32)> = None;
+        // One row per (user, item), its decayed weights summed in time order.
+        let mut rows: Vec<(u32, u32, f32)> = Vec::new();
         for it in &sorted {
-            debug_assert!((it.user as usize) < n_users && (it.item as usize) < n_items);
             let weight = decay_weight(anchor_ms, it.ts_ms, affinity_half_life_ms) as f32;
-            if previous == Some((it.user, it.item)) {
-                if let Some(last) = row_affinity.last_mut() {
-                    *last += weight;
+            match rows.last_mut() {
+                Some((user, item, affinity)) if (*user, *item) == (it.user, it.item) => {
+                    *affinity += weight;
                 }
-                continue;
+                _ => rows.push((it.user, it.item, weight)),
             }
-            previous = Some((it.user, it.item));
-            row_items.push(it.item);
-            row_affinity.push(weight);
-            row_offsets[it.user as usize + 1] += 1;
-            item_user_count[it.item as usize] += 1;
         }
-        for user in 0..n_users {
-            row_offsets[user + 1] += row_offsets[user];
-        }
-        Dataset {
-            n_users,
-            n_items,
-            row_offsets,
-            row_items,
-            row_affinity,
-            item_user_count,
-            anchor_ms,
-        }
+        Dataset::from_affinities(n_users, n_items, &rows, anchor_ms)
     }
 
     /// Builds the matrix from affinities already summed per (user, item), as the daily job
