@@ -9,6 +9,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = newsrec_cli::commands::Cli::parse();
+    if cli.command.is_batch_job() {
+        // No transparent huge pages for a batch job. The allocator asks for them, and a job that
+        // frees and reuses buffers batch after batch then has the kernel zero whole 2 MiB pages
+        // again and again, and partly used huge pages count whole in its memory: on the
+        // 20M-click daily run that was 12 s of system time (3 s without) and 2.3 GB of peak RSS
+        // (1.2 GB without). Inherited by the job's child processes.
+        #[cfg(target_os = "linux")]
+        if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
+            eprintln!("warning: cannot turn transparent huge pages off for this job: {error}");
+        }
+    }
     newsrec_cli::commands::init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -3,7 +3,10 @@
 //!
 //! Consumes a [`Lake`] and [`EngineSettings`]; produces a [`QueryEngine`] on which callers
 //! register sets of lake objects as tables ([`QueryEngine::register_events`],
-//! [`QueryEngine::register_parquet`]) and run SQL whose results stream out in record batches.
+//! [`QueryEngine::register_parquet`], or [`QueryEngine::register_sorted_union`] for objects
+//! each already sorted, which are then merged rather than sorted), keep an intermediate result
+//! several queries share ([`QueryEngine::materialize`]), and run SQL whose results stream out
+//! in record batches.
 //! It owns the engine's configuration (memory pool, spill folder, parallelism) and the one
 //! deduplicating view of an hour's clicks ([`dedup_clicks_sql`]) every summary is computed from.
 //! What is computed from the clicks belongs to the callers (`newsrec-rollup`).
@@ -12,6 +15,8 @@ use std::{path::PathBuf, sync::Arc};
 
 use arrow_array::RecordBatch;
 use datafusion::{
+    common::config::TableParquetOptions,
+    dataframe::DataFrameWriteOptions,
     datasource::{
         file_format::parquet::ParquetFormat,
         listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl},
@@ -23,7 +28,7 @@ use datafusion::{
         memory_pool::FairSpillPool,
         runtime_env::RuntimeEnvBuilder,
     },
-    prelude::{SessionConfig, SessionContext},
+    prelude::{ParquetReadOptions, SessionConfig, SessionContext},
 };
 use futures::TryStreamExt;
 use newsrec_lake::{Lake, ObjectPath};
@@ -214,6 +219,70 @@ impl QueryEngine {
         Ok(())
     }
 
+    /// Drops table `name`, if there is one.
+    pub fn deregister(&self, name: &str) -> Result<(), QueryError> {
+        self.ctx
+            .deregister_table(name)
+            .map(drop)
+            .map_err(|source| QueryError::Engine {
+                doing: format!("dropping table {name}"),
+                source,
+            })
+    }
+
+    /// Registers each of `objects` as a table of its own (`{prefix}_0`, `{prefix}_1`, …) whose
+    /// rows are declared sorted by `order` (each object must be sorted so, ascending), and
+    /// returns the SQL reading all of them, sorted by `order`, as one result of `columns`.
+    /// The engine then merges the objects' rows as they stream instead of sorting them all:
+    /// its memory follows the number of objects (a batch and a row group of each), not their
+    /// rows.
+    pub async fn register_sorted_union(
+        &self,
+        prefix: &str,
+        objects: &[ObjectPath],
+        schema: arrow_schema::SchemaRef,
+        columns: &[&str],
+        order: &[&str],
+    ) -> Result<String, QueryError> {
+        let doing = || format!("registering the sorted tables {prefix}_*");
+        let engine = |source| QueryError::Engine {
+            doing: doing(),
+            source,
+        };
+        let schema = Arc::new(arrow_schema::Schema::new(schema.fields().clone()));
+        let select = columns.join(", ");
+        let order_by = order.join(", ");
+        if objects.is_empty() {
+            self.register_parquet(prefix, &[], schema).await?;
+            return Ok(format!("SELECT {select} FROM {prefix} ORDER BY {order_by}"));
+        }
+        let sort_order: Vec<_> = order
+            .iter()
+            .map(|column| datafusion::prelude::col(*column).sort(true, false))
+            .collect();
+        let mut parts = Vec::with_capacity(objects.len());
+        for (index, path) in objects.iter().enumerate() {
+            let name = format!("{prefix}_{index}");
+            let url = ListingTableUrl::parse(format!("{LAKE_URL}{path}")).map_err(engine)?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet")
+                .with_file_sort_order(vec![sort_order.clone()]);
+            let config = ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .with_schema(Arc::clone(&schema));
+            let table = ListingTable::try_new(config).map_err(engine)?;
+            self.ctx.deregister_table(name.as_str()).map_err(engine)?;
+            self.ctx
+                .register_table(name.as_str(), Arc::new(table))
+                .map_err(engine)?;
+            parts.push(format!("SELECT {select} FROM {name}"));
+        }
+        Ok(format!(
+            "SELECT {select} FROM ({}) ORDER BY {order_by}",
+            parts.join(" UNION ALL ")
+        ))
+    }
+
     /// Runs `sql` and streams its result; `doing` names the work in errors ("summarising
     /// events/dt=…/hour=…").
     pub async fn stream(
@@ -242,6 +311,76 @@ impl QueryEngine {
             .map_err(|source| self.error(doing, source))
     }
 
+    /// Runs `sql` once and keeps its result as table `name`, in a Parquet file of the spill
+    /// folder, for several queries to read: an expensive step they share (deduplicating an
+    /// hour, say) is then paid once. The file is removed and the table dropped when the
+    /// returned guard goes.
+    pub async fn materialize(
+        &self,
+        name: &str,
+        sql: &str,
+        doing: &str,
+    ) -> Result<Materialized<'_>, QueryError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let folder = self
+            .settings
+            .spill_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = folder.join(format!(
+            "newsrec-{}-{unique}-{name}.parquet",
+            std::process::id()
+        ));
+        let guard = Materialized {
+            engine: self,
+            name: name.to_owned(),
+            path,
+        };
+        let location = guard.path.to_str().ok_or_else(|| {
+            QueryError::Setup(format!(
+                "spill folder {} is not a UTF-8 path",
+                folder.display()
+            ))
+        })?;
+        let frame = self
+            .ctx
+            .sql(sql)
+            .await
+            .map_err(|source| self.error(doing, source))?;
+        // Read back in the types written (the reader would otherwise pick view types).
+        let schema = arrow_schema::Schema::new(frame.schema().as_arrow().fields().clone());
+        // Uncompressed: the file lives for a few queries on local disk, and compressing it
+        // would cost more than reading the extra bytes.
+        let mut parquet = TableParquetOptions::default();
+        parquet.global.compression = Some("uncompressed".to_owned());
+        // The writer holds a row group until it is full: sized to the budget (8,192 rows at
+        // 16 MiB, up to a million), or a small budget could not hold it.
+        parquet.global.max_row_group_size = usize::try_from(self.settings.memory_limit_bytes >> 11)
+            .unwrap_or(usize::MAX)
+            .clamp(8192, 1 << 20);
+        frame
+            .write_parquet(
+                location,
+                DataFrameWriteOptions::new().with_single_file_output(true),
+                Some(parquet),
+            )
+            .await
+            .map_err(|source| self.error(doing, source))?;
+        self.ctx
+            .deregister_table(name)
+            .map_err(|source| self.error(doing, source))?;
+        self.ctx
+            .register_parquet(
+                name,
+                location,
+                ParquetReadOptions::default().schema(&schema),
+            )
+            .await
+            .map_err(|source| self.error(doing, source))?;
+        Ok(guard)
+    }
+
     /// Maps an engine error to [`QueryError`], naming a memory budget that was too small.
     pub fn error(&self, doing: &str, source: DataFusionError) -> QueryError {
         if matches!(source.find_root(), DataFusionError::ResourcesExhausted(_)) {
@@ -254,6 +393,41 @@ impl QueryEngine {
         QueryError::Engine {
             doing: doing.to_owned(),
             source,
+        }
+    }
+}
+
+/// A query result kept as a table by [`QueryEngine::materialize`]; dropping it drops the table
+/// and deletes its file.
+pub struct Materialized<'a> {
+    engine: &'a QueryEngine,
+    name: String,
+    path: PathBuf,
+}
+
+impl Materialized<'_> {
+    /// The table's name in the engine.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Debug for Materialized<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Materialized")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Drop for Materialized<'_> {
+    fn drop(&mut self) {
+        let _ = self.engine.ctx.deregister_table(self.name.as_str());
+        if let Err(error) = std::fs::remove_file(&self.path)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), %error, "cannot remove a materialized table");
         }
     }
 }

@@ -149,3 +149,158 @@ async fn errors_name_the_work_and_an_empty_set_is_an_empty_table() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_materialized_result_is_a_table_until_its_guard_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_in(&dir.path().join("lake"));
+    let events: Vec<ClickEvent> = (0..1_000i64)
+        .map(|i| ClickEvent::click(&format!("u{i}"), "a", HOUR_START + i).unwrap())
+        .collect();
+    lake.write_events("w", 1, &[Arc::new(events.clone())])
+        .await
+        .unwrap();
+    lake.write_events("retry", 1, &[Arc::new(events[..100].to_vec())])
+        .await
+        .unwrap();
+    let spill = dir.path().join("spill");
+    let engine = QueryEngine::new(
+        &lake,
+        &EngineSettings {
+            spill_dir: Some(spill.clone()),
+            ..EngineSettings::default()
+        },
+    )
+    .unwrap();
+    engine
+        .register_events("hour", &hour_objects(&lake).await)
+        .await
+        .unwrap();
+    let kept = engine
+        .materialize("clicks", &dedup_clicks_sql("hour"), "deduplicating")
+        .await
+        .unwrap();
+    assert_eq!(kept.name(), "clicks");
+    let kept_files = || {
+        std::fs::read_dir(&spill)
+            .unwrap()
+            .filter(|entry| {
+                entry
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with("-clicks.parquet")
+            })
+            .count()
+    };
+    assert_eq!(kept_files(), 1);
+    // Read twice: the table stays while the guard lives.
+    for _ in 0..2 {
+        let batches = engine
+            .collect("SELECT CAST(COUNT(*) AS BIGINT) FROM clicks", "counting")
+            .await
+            .unwrap();
+        let count = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!(count, 1_000);
+    }
+    drop(kept);
+    assert_eq!(kept_files(), 0);
+    assert!(
+        engine
+            .collect("SELECT * FROM clicks", "reading")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn sorted_objects_are_merged_not_sorted() {
+    use arrow_array::RecordBatch;
+    use arrow_schema::{DataType, Field, Schema};
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_in(dir.path());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("value", DataType::Int64, false),
+    ]));
+    // Three objects, each sorted by key, with keys interleaved between them.
+    let mut objects = Vec::new();
+    for part in 0..3i64 {
+        let keys: Vec<String> = (0..500i64)
+            .map(|i| format!("k{:05}", i * 3 + part))
+            .collect();
+        let values: Vec<i64> = (0..500i64).map(|i| i * 3 + part).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(keys)),
+                Arc::new(Int64Array::from(values)),
+            ],
+        )
+        .unwrap();
+        let path = ObjectPath::from(format!("sorted/part-{part}.parquet"));
+        lake.write_table(&path, vec![batch]).await.unwrap();
+        objects.push(path);
+    }
+    let engine = QueryEngine::new(&lake, &EngineSettings::default()).unwrap();
+    let sql = engine
+        .register_sorted_union("parts", &objects, schema, &["key", "value"], &["key"])
+        .await
+        .unwrap();
+    let plan = engine
+        .collect(&format!("EXPLAIN {sql}"), "explaining")
+        .await
+        .unwrap();
+    let plan_text: String = plan
+        .iter()
+        .flat_map(|b| {
+            let c = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+            (0..c.len())
+                .map(|i| c.value(i).to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(plan_text.contains("SortPreservingMergeExec"), "{plan_text}");
+    assert!(!plan_text.contains("SortExec:"), "{plan_text}");
+    let batches = engine.collect(&sql, "merging").await.unwrap();
+    let values: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(1)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(values, (0..1_500i64).collect::<Vec<_>>());
+    // No objects: an empty result, not an error.
+    let empty = engine
+        .register_sorted_union("none", &[], objects_schema(), &["key"], &["key"])
+        .await
+        .unwrap();
+    let rows: usize = engine
+        .collect(&empty, "merging nothing")
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 0);
+}
+
+fn objects_schema() -> arrow_schema::SchemaRef {
+    Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+        "key",
+        arrow_schema::DataType::Utf8,
+        false,
+    )]))
+}

@@ -248,6 +248,9 @@ pub(crate) fn writer_properties() -> WriterProperties {
         .build()
 }
 
+/// The most rows in one row group of a table the lake encodes with [`TableEncoder`].
+const TABLE_ROW_GROUP_ROWS: usize = 128 * 1024;
+
 /// Encodes a table as Parquet while its batches arrive, so a caller streaming a large result
 /// holds the encoded bytes and one row group, never the decoded rows. The settings are those
 /// of every object the lake holds; the same rows in the same batch sizes give the same bytes.
@@ -269,12 +272,19 @@ impl std::fmt::Debug for TableEncoder {
 impl TableEncoder {
     /// An encoder for the object at `path` (named in errors) with `schema`.
     pub fn new(path: &Path, schema: arrow_schema::SchemaRef) -> Result<TableEncoder, LakeError> {
-        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties())).map_err(
-            |source| LakeError::Encode {
-                path: path.to_string(),
-                source,
-            },
-        )?;
+        // Row groups of at most 128Ki rows: a reader merging many tables at once (the hours of
+        // a window) holds a row group of each.
+        let properties = writer_properties()
+            .into_builder()
+            .set_max_row_group_row_count(Some(TABLE_ROW_GROUP_ROWS))
+            .build();
+        let writer =
+            ArrowWriter::try_new(Vec::new(), schema, Some(properties)).map_err(|source| {
+                LakeError::Encode {
+                    path: path.to_string(),
+                    source,
+                }
+            })?;
         Ok(TableEncoder {
             path: path.clone(),
             writer,

@@ -1,31 +1,44 @@
 //! Bringing the rollups of a window up to date: for each event hour, reuse the tables whose key
-//! still matches and recompute the others, one hour at a time (the hour is the unit of work: an
-//! interrupted run keeps every hour it finished).
+//! still matches and recompute the others, a couple of hours side by side (the hour is the unit
+//! of work: an interrupted run keeps every hour it finished). An hour is deduplicated once, and
+//! its session articles found once, for all its tables.
 
 use std::{collections::BTreeMap, time::Instant};
 
 use arrow_array::{Array, Int64Array, RecordBatch};
 use arrow_select::coalesce::BatchCoalescer;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use newsrec_lake::{
     Lake, TableEncoder, TimeWindow,
     layout::{self, Partition, ROLLUP_MARKER},
 };
-use newsrec_lake_query::QueryEngine;
+use newsrec_lake_query::{QueryEngine, dedup_clicks_sql};
 use object_store::ObjectMeta;
 use serde::Serialize;
 
 use crate::{
     RollupError, RollupSettings, RollupTable,
     marker::{HourCounts, RollupMarker, SourceKey, TableEntry, digest, settings_hash},
-    tables::counts_sql,
+    tables::{counts_sql, kept_sql},
 };
 
 /// Rows per batch handed to the Parquet encoder. Fixed, so that the same rows always make the
 /// same pages, whatever batch sizes the engine produced them in.
 const ENCODE_BATCH_ROWS: usize = 8192;
-/// The name the hour being summarised is registered under in the engine.
-const HOUR_TABLE: &str = "hour_events";
+/// Hours summarised at once. An hour's queries leave one of two cores idle part of the time
+/// (plans, single-stream steps, writes); a second hour fills it. Both share the engine's memory
+/// budget, so a budget below [`TWO_HOURS_BUDGET`] runs one hour at a time.
+const HOURS_AT_ONCE: usize = 2;
+/// The smallest engine budget that runs [`HOURS_AT_ONCE`] hours side by side.
+const TWO_HOURS_BUDGET: u64 = 256 << 20;
+
+/// The names an hour's events, its deduplicated clicks and its session articles (both
+/// computed once for all its tables) are registered under in the engine: distinct per hour,
+/// since hours run side by side.
+fn table_names(partition: Partition) -> [String; 3] {
+    let tag = format!("{}_{:02}", partition.date.format("%Y%m%d"), partition.hour);
+    ["events", "clicks", "kept"].map(|what| format!("hour_{what}_{tag}"))
+}
 
 /// Where a rollup refresh is, reported after each hour.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,15 +98,35 @@ pub async fn ensure_rollups(
         hours: total,
         ..RollupReport::default()
     };
-    for (done, (partition, objects)) in hours.into_iter().enumerate() {
-        if let Some(reason) = stop() {
-            return Err(RollupError::Interrupted {
-                reason,
-                done,
-                total,
+    // Hours are independent: a few run side by side, and their outcomes are taken in hour
+    // order. The stop is asked before each hour starts; hours already started finish, so an
+    // interruption keeps every hour it reports done.
+    let mut pending = hours.into_iter().enumerate();
+    let mut stopped = None;
+    let mut running = futures::stream::FuturesOrdered::new();
+    let at_once = if engine.settings().memory_limit_bytes >= TWO_HOURS_BUDGET {
+        HOURS_AT_ONCE
+    } else {
+        1
+    };
+    loop {
+        while stopped.is_none() && running.len() < at_once {
+            let Some((index, (partition, objects))) = pending.next() else {
+                break;
+            };
+            if let Some(reason) = stop() {
+                stopped = Some((reason, index));
+                break;
+            }
+            running.push_back(async move {
+                let outcome = ensure_hour(lake, engine, partition, &objects, settings).await;
+                (partition, outcome)
             });
         }
-        let outcome = ensure_hour(lake, engine, partition, &objects, settings).await?;
+        let Some((partition, outcome)) = running.next().await else {
+            break;
+        };
+        let outcome = outcome?;
         report.source_bytes += outcome.marker.source.bytes;
         report.rollup_bytes += outcome.marker.tables.values().map(|t| t.bytes).sum::<u64>();
         let counts = outcome.marker.counts;
@@ -109,12 +142,19 @@ pub async fn ensure_rollups(
             report.computed += 1;
         }
         progress(&RollupProgress {
-            done: done + 1,
+            done: report.markers.len() + 1,
             total,
             hour: partition.label(),
             tables_computed: outcome.tables_computed,
         });
         report.markers.push((partition, outcome.marker));
+    }
+    if let Some((reason, _)) = stopped {
+        return Err(RollupError::Interrupted {
+            reason,
+            done: report.markers.len(),
+            total,
+        });
     }
     Ok(report)
 }
@@ -170,29 +210,62 @@ async fn ensure_hour(
         });
     }
     let started = Instant::now();
+    let [events_table, clicks_table, kept_table] = table_names(partition);
     let paths: Vec<_> = objects.iter().map(|meta| meta.location.clone()).collect();
     let query_error = |source| RollupError::Query {
         hour: partition.label(),
         source,
     };
     engine
-        .register_events(HOUR_TABLE, &paths)
+        .register_events(&events_table, &paths)
         .await
         .map_err(query_error)?;
     if !same_source {
-        let (events, click_rows) = count_events(engine, partition).await?;
+        let (events, click_rows) = count_events(engine, partition, &events_table).await?;
         counts.events = events;
         counts.other_events = events - click_rows;
         counts.duplicates = click_rows;
     }
+    // Deduplication sorts the hour by event id, the costliest step: done once, its result
+    // kept in the spill folder while the tables are computed from it.
+    let doing = format!("deduplicating the clicks of {}", partition.label());
+    let step = Instant::now();
+    let deduplicated = engine
+        .materialize(&clicks_table, &dedup_clicks_sql(&events_table), &doing)
+        .await
+        .map_err(query_error)?;
+    // The session articles, read by two of the tables: computed once too, when needed.
+    let kept = if stale.iter().any(|table| table.uses_sessions()) {
+        let doing = format!("finding the session articles of {}", partition.label());
+        let sql = kept_sql(deduplicated.name(), settings);
+        Some(
+            engine
+                .materialize(&kept_table, &sql, &doing)
+                .await
+                .map_err(query_error)?,
+        )
+    } else {
+        None
+    };
+    tracing::debug!(hour = %partition.label(), ms = step.elapsed().as_millis() as u64, "deduplicated");
     for &table in &stale {
-        let (entry, clicks) = compute_table(lake, engine, partition, table, settings).await?;
+        let sources = HourSources {
+            clicks: deduplicated.name(),
+            kept: kept
+                .as_ref()
+                .map_or(kept_table.as_str(), |kept| kept.name()),
+        };
+        let (entry, clicks) =
+            compute_table(lake, engine, partition, table, sources, settings).await?;
         if !same_source && let Some(clicks) = clicks {
             counts.clicks = clicks;
             counts.duplicates = counts.duplicates.saturating_sub(clicks);
         }
         tables.insert(table.name().to_owned(), entry);
     }
+    drop(kept);
+    drop(deduplicated);
+    engine.deregister(&events_table).map_err(query_error)?;
     let marker = RollupMarker {
         format: layout::ROLLUP_FORMAT.to_owned(),
         hour: partition.label(),
@@ -265,10 +338,11 @@ async fn table_intact(
 async fn count_events(
     engine: &QueryEngine,
     partition: Partition,
+    events_table: &str,
 ) -> Result<(u64, u64), RollupError> {
     let doing = format!("counting the events of {}", partition.label());
     let batches = engine
-        .collect(&counts_sql(HOUR_TABLE), &doing)
+        .collect(&counts_sql(events_table), &doing)
         .await
         .map_err(|source| RollupError::Query {
             hour: partition.label(),
@@ -294,6 +368,15 @@ async fn count_events(
     Ok((value(0)?, value(1)?))
 }
 
+/// The engine tables an hour's rollup tables are computed from.
+#[derive(Debug, Clone, Copy)]
+struct HourSources<'a> {
+    /// The deduplicated clicks.
+    clicks: &'a str,
+    /// The session articles.
+    kept: &'a str,
+}
+
 /// Computes one table of the hour and stores it; returns its entry and, for `articles`, the
 /// hour's distinct clicks.
 async fn compute_table(
@@ -301,11 +384,18 @@ async fn compute_table(
     engine: &QueryEngine,
     partition: Partition,
     table: RollupTable,
+    sources: HourSources<'_>,
     settings: &RollupSettings,
 ) -> Result<(TableEntry, Option<u64>), RollupError> {
+    let step = Instant::now();
     let hour = partition.label();
     let doing = format!("computing the {} rollup of {hour}", table.name());
-    let sql = table.sql(HOUR_TABLE, partition.start_ms() + 3_600_000, settings);
+    let sql = table.sql(
+        sources.clicks,
+        sources.kept,
+        partition.start_ms() + 3_600_000,
+        settings,
+    );
     let mut stream = engine
         .stream(&sql, &doing)
         .await
@@ -362,5 +452,6 @@ async fn compute_table(
         digest: digest(&bytes),
     };
     lake.put_object(&path, bytes).await?;
+    tracing::debug!(%hour, table = table.name(), rows, ms = step.elapsed().as_millis() as u64, "rollup table computed");
     Ok((entry, (table == RollupTable::Articles).then_some(clicks)))
 }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use newsrec_lake_query::dedup_clicks_sql;
 use serde::{Deserialize, Serialize};
 
 use crate::RollupError;
@@ -158,26 +157,29 @@ impl RollupTable {
         }
     }
 
-    /// The SQL computing this table from event table `events` (one hour), whose hour ends at
-    /// `hour_end_ms`. Every result is fully ordered, so the same events give the same rows.
-    pub(crate) fn sql(self, events: &str, hour_end_ms: i64, settings: &RollupSettings) -> String {
-        let clicks = dedup_clicks_sql(events);
-        // A session is (user, session id); events without a session id form one per user.
-        let kept = format!(
-            "session_articles AS (
-               SELECT user_id, COALESCE(session_id, '') AS session, article_id,
-                      MIN(ts_ms) AS first_ms
-               FROM clicks GROUP BY user_id, COALESCE(session_id, ''), article_id),
-             kept AS (
-               SELECT user_id, session, article_id FROM (
-                 SELECT user_id, session, article_id,
-                        ROW_NUMBER() OVER (PARTITION BY user_id, session
-                                           ORDER BY first_ms, article_id) AS position
-                 FROM session_articles)
-               WHERE position <= {}
-             )",
-            settings.session_articles
-        );
+    /// True when the table is computed from the hour's kept session articles
+    /// ([`kept_sql`]) as well as from its clicks.
+    pub(crate) fn uses_sessions(self) -> bool {
+        matches!(self, RollupTable::Articles | RollupTable::Pairs)
+    }
+
+    /// The SQL computing this table from `clicks`, the deduplicated clicks of one hour (as
+    /// [`newsrec_lake_query::dedup_clicks_sql`] gives them), and `kept`, their session articles
+    /// (as [`kept_sql`] gives them; read only by the tables that [`uses_sessions`]), whose
+    /// hour ends at `hour_end_ms`. Every result is fully ordered, so the same clicks give the
+    /// same rows.
+    ///
+    /// [`uses_sessions`]: RollupTable::uses_sessions
+    pub(crate) fn sql(
+        self,
+        clicks: &str,
+        kept: &str,
+        hour_end_ms: i64,
+        settings: &RollupSettings,
+    ) -> String {
+        let clicks =
+            format!("SELECT event_id, user_id, article_id, ts_ms, session_id FROM {clicks}");
+        let kept = format!("kept AS (SELECT user_id, session, article_id FROM {kept})");
         match self {
             RollupTable::Articles => {
                 let decay = if settings.decay_half_life_hours > 0.0 {
@@ -236,6 +238,23 @@ impl RollupTable {
             ),
         }
     }
+}
+
+/// SQL for the session articles an hour's co-visitation counts, from `clicks` (its
+/// deduplicated clicks): per session (user and session id; events without a session id form
+/// one per user), its first `session_articles` distinct articles by first click.
+pub(crate) fn kept_sql(clicks: &str, settings: &RollupSettings) -> String {
+    format!(
+        "SELECT user_id, session, article_id FROM (
+           SELECT user_id, session, article_id,
+                  ROW_NUMBER() OVER (PARTITION BY user_id, session
+                                     ORDER BY first_ms, article_id) AS position
+           FROM (SELECT user_id, COALESCE(session_id, '') AS session, article_id,
+                        MIN(ts_ms) AS first_ms
+                 FROM {clicks} GROUP BY user_id, COALESCE(session_id, ''), article_id))
+         WHERE position <= {}",
+        settings.session_articles
+    )
 }
 
 /// SQL counting the hour's events: all of them, and the click rows before deduplication (the

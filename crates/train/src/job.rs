@@ -24,6 +24,7 @@ use newsrec_lake::{
 use newsrec_lake_query::QueryEngine;
 use newsrec_model::{AlsFactors, AlsTraining, Dataset, EvalMetrics};
 use newsrec_rollup::{RollupError, RollupProgress, ensure_rollups};
+use rayon::prelude::*;
 
 use crate::{
     FittedModels, ModelKind, Settings, TrainError, blocking,
@@ -658,13 +659,19 @@ async fn write_sample_lists(
         users: &served.sample.users,
         items: input.index.names(),
     };
+    let mut writing = None;
     for index in progress.state.parts.len()..total as usize {
         progress.control.report("lists", index as u64, total);
         let chunk = &users[index * part_users..((index + 1) * part_users).min(users.len())];
         let lists = crate::cpu(|| lists::user_lists(names, &served.models, chosen, top_k, chunk))?;
-        write_part(lake, run_id, index, &lists, progress).await?;
+        if let Some(previous) = writing.take() {
+            finish_part(previous, progress).await?;
+        }
+        writing = Some(start_part(lake, run_id, index, lists));
         progress.control.report("lists", index as u64 + 1, total);
-        progress.unit_done(false).await?;
+    }
+    if let Some(last) = writing {
+        finish_part(last, progress).await?;
     }
     Ok(ReaderCounts {
         readers: users.len() as u64,
@@ -692,6 +699,7 @@ async fn write_streamed_lists(
     // The part being gathered, and how many readers it has (those of parts already written
     // are counted, not kept).
     let (mut index, mut in_part) = (0usize, 0usize);
+    let mut writing = None;
     loop {
         let next = stream.next(&input.engine, &input.index).await?;
         let ended = next.is_none();
@@ -706,8 +714,10 @@ async fn write_streamed_lists(
         if in_part == part_users || (ended && in_part > 0) {
             if index >= progress.state.parts.len() {
                 progress.control.report("lists", index as u64, 0);
+                // Readers are scored in parallel; the order of the part stays that of the
+                // stream.
                 let lists = crate::cpu(|| {
-                    part.iter()
+                    part.par_iter()
                         .map(|reader| {
                             lists::reader_list(
                                 input.index.names(),
@@ -720,8 +730,10 @@ async fn write_streamed_lists(
                         .filter_map(Result::transpose)
                         .collect::<Result<Vec<_>, _>>()
                 })?;
-                write_part(lake, run_id, index, &lists, progress).await?;
-                progress.unit_done(false).await?;
+                if let Some(previous) = writing.take() {
+                    finish_part(previous, progress).await?;
+                }
+                writing = Some(start_part(lake, run_id, index, lists));
             }
             part.clear();
             in_part = 0;
@@ -731,28 +743,52 @@ async fn write_streamed_lists(
             break;
         }
     }
+    if let Some(last) = writing {
+        finish_part(last, progress).await?;
+    }
     Ok(counts)
 }
 
-/// Writes list part `index` and records it in the state.
-async fn write_part(
-    lake: &Lake,
-    run_id: &str,
-    index: usize,
-    lists: &[UserRecs],
-    progress: &mut Progress<'_>,
-) -> Result<(), TrainError> {
-    let batch = recs_to_batch(lists).map_err(internal)?;
-    let name = layout::recs_part_name(index);
-    lake.write_run_table(run_id, &name, vec![batch.clone()])
-        .await?;
-    tracing::info!(part = %name, users = lists.len(), "wrote lists");
+/// A list part being encoded and stored while the next one is gathered and scored.
+type PartWrite = tokio::task::JoinHandle<Result<WrittenPart, TrainError>>;
+
+/// What a stored list part adds to the state.
+struct WrittenPart {
+    name: String,
+    rows: u64,
+    users: u64,
+}
+
+/// Starts writing list part `index` in the background.
+fn start_part(lake: &Lake, run_id: &str, index: usize, lists: Vec<UserRecs>) -> PartWrite {
+    let (lake, run_id) = (lake.clone(), run_id.to_owned());
+    tokio::spawn(async move {
+        let batch = recs_to_batch(&lists).map_err(internal)?;
+        let rows = batch.num_rows() as u64;
+        let name = layout::recs_part_name(index);
+        lake.write_run_table(&run_id, &name, vec![batch]).await?;
+        tracing::info!(part = %name, users = lists.len(), "wrote lists");
+        Ok(WrittenPart {
+            name,
+            rows,
+            // Users whose list comes out empty (nothing left after exclusions) are not
+            // written.
+            users: lists.len() as u64,
+        })
+    })
+}
+
+/// Waits for a part's write, records it in the state, and ends the unit of work (a checkpoint
+/// when one is due; a raised stop ends the run here).
+async fn finish_part(write: PartWrite, progress: &mut Progress<'_>) -> Result<(), TrainError> {
+    let written = write
+        .await
+        .map_err(|join| TrainError::Internal(join.to_string()))??;
     let state = &mut progress.state;
-    state.rows_written += batch.num_rows() as u64;
-    // Users whose list comes out empty (nothing left after exclusions) are not written.
-    state.users_written += lists.len() as u64;
-    state.parts.push(name);
-    Ok(())
+    state.rows_written += written.rows;
+    state.users_written += written.users;
+    state.parts.push(written.name);
+    progress.unit_done(false).await
 }
 
 /// Everything the manifest records about a finished run.
@@ -856,9 +892,21 @@ pub(crate) async fn fit_window(
     settings: &Settings,
     checkpointed: Option<(Fit, &mut Progress<'_>)>,
 ) -> Result<WindowModels, TrainError> {
+    let started = Instant::now();
     let articles = WindowArticles::read(lake, &input.span, &input.index, window, settings).await?;
+    let articles_ms = elapsed_ms(started);
     let sample =
         ReaderSample::read(&input.engine, &input.span, &input.index, window, settings).await?;
+    tracing::info!(
+        window = %layout::Partition::of_ts(window.end_ms).date,
+        articles = articles.articles,
+        pairs = articles.pairs,
+        readers = sample.users.len(),
+        complete = sample.complete,
+        articles_ms,
+        sample_ms = elapsed_ms(started) - articles_ms,
+        "window read"
+    );
     let popularity = articles.popularity_model(input.index.len());
     let (als, als_left_out) = match settings.als.params() {
         None => (None, None),

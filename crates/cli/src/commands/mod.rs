@@ -44,6 +44,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Command {
+    /// True for the batch jobs over the lake (train, rollup, eval, import): they run once and
+    /// exit, and allocate and free large buffers batch after batch.
+    pub fn is_batch_job(&self) -> bool {
+        matches!(
+            self,
+            Command::Train(_) | Command::Rollup(_) | Command::Eval(_) | Command::Import(_)
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run ingest and serve on one node
