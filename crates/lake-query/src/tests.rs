@@ -63,17 +63,7 @@ async fn copies_of_an_event_count_once_and_views_are_left_out() {
         })
         .collect();
     assert_eq!(users, ["u1", "u2"]);
-    let ts: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column(2)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        })
-        .collect();
+    let ts = int_values(&batches, 2);
     assert_eq!(ts, [HOUR_START + 10, HOUR_START + 20]);
 }
 
@@ -118,13 +108,7 @@ async fn deduplication_completes_within_a_budget_far_below_the_data() {
         dedup_clicks_sql("hour")
     );
     let batches = engine.collect(&sql, "counting").await.unwrap();
-    let count = batches[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .value(0);
-    assert_eq!(count, 100_000);
+    assert_eq!(int_values(&batches, 0), [100_000]);
 }
 
 #[tokio::test]
@@ -201,13 +185,7 @@ async fn a_materialized_result_is_a_table_until_its_guard_goes() {
             .collect("SELECT CAST(COUNT(*) AS BIGINT) FROM clicks", "counting")
             .await
             .unwrap();
-        let count = batches[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .value(0);
-        assert_eq!(count, 1_000);
+        assert_eq!(int_values(&batches, 0), [1_000]);
     }
     drop(kept);
     assert_eq!(kept_files(), 0);
@@ -270,17 +248,7 @@ async fn sorted_objects_are_merged_not_sorted() {
     assert!(plan_text.contains("SortPreservingMergeExec"), "{plan_text}");
     assert!(!plan_text.contains("SortExec:"), "{plan_text}");
     let batches = engine.collect(&sql, "merging").await.unwrap();
-    let values: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column(1)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        })
-        .collect();
+    let values = int_values(&batches, 1);
     assert_eq!(values, (0..1_500i64).collect::<Vec<_>>());
     // No objects: an empty result, not an error.
     let empty = engine
@@ -295,6 +263,21 @@ async fn sorted_objects_are_merged_not_sorted() {
         .map(|b| b.num_rows())
         .sum();
     assert_eq!(rows, 0);
+}
+
+/// Every value of integer column `column` of `batches`, in order.
+fn int_values(batches: &[arrow_array::RecordBatch], column: usize) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column(column)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect()
 }
 
 fn objects_schema() -> arrow_schema::SchemaRef {
