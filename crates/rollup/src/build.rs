@@ -101,7 +101,7 @@ pub async fn ensure_rollups(
     // Hours are independent: a few run side by side, and their outcomes are taken in hour
     // order. The stop is asked before each hour starts; hours already started finish, so an
     // interruption keeps every hour it reports done.
-    let mut pending = hours.into_iter().enumerate();
+    let mut pending = hours.into_iter();
     let mut stopped = None;
     let mut running = futures::stream::FuturesOrdered::new();
     let at_once = if engine.settings().memory_limit_bytes >= TWO_HOURS_BUDGET {
@@ -111,11 +111,11 @@ pub async fn ensure_rollups(
     };
     loop {
         while stopped.is_none() && running.len() < at_once {
-            let Some((index, (partition, objects))) = pending.next() else {
+            let Some((partition, objects)) = pending.next() else {
                 break;
             };
             if let Some(reason) = stop() {
-                stopped = Some((reason, index));
+                stopped = Some(reason);
                 break;
             }
             running.push_back(async move {
@@ -149,7 +149,7 @@ pub async fn ensure_rollups(
         });
         report.markers.push((partition, outcome.marker));
     }
-    if let Some((reason, _)) = stopped {
+    if let Some(reason) = stopped {
         return Err(RollupError::Interrupted {
             reason,
             done: report.markers.len(),
@@ -247,7 +247,7 @@ async fn ensure_hour(
     } else {
         None
     };
-    tracing::debug!(hour = %partition.label(), ms = step.elapsed().as_millis() as u64, "deduplicated");
+    tracing::debug!(hour = %partition.label(), ms = step.elapsed().as_millis() as u64, "deduplicated and found the session articles");
     for &table in &stale {
         let sources = HourSources {
             clicks: deduplicated.name(),

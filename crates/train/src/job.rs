@@ -659,20 +659,15 @@ async fn write_sample_lists(
         users: &served.sample.users,
         items: input.index.names(),
     };
-    let mut writing = None;
+    let mut parts = PartWriter::default();
     for index in progress.state.parts.len()..total as usize {
         progress.control.report("lists", index as u64, total);
         let chunk = &users[index * part_users..((index + 1) * part_users).min(users.len())];
         let lists = crate::cpu(|| lists::user_lists(names, &served.models, chosen, top_k, chunk))?;
-        if let Some(previous) = writing.take() {
-            finish_part(previous, progress).await?;
-        }
-        writing = Some(start_part(lake, run_id, index, lists));
+        parts.write(lake, run_id, index, lists, progress).await?;
         progress.control.report("lists", index as u64 + 1, total);
     }
-    if let Some(last) = writing {
-        finish_part(last, progress).await?;
-    }
+    parts.finish(progress).await?;
     Ok(ReaderCounts {
         readers: users.len() as u64,
         pairs: dataset.n_pairs() as u64,
@@ -699,7 +694,7 @@ async fn write_streamed_lists(
     // The part being gathered, and how many readers it has (those of parts already written
     // are counted, not kept).
     let (mut index, mut in_part) = (0usize, 0usize);
-    let mut writing = None;
+    let mut parts = PartWriter::default();
     loop {
         let next = stream.next(&input.engine, &input.index).await?;
         let ended = next.is_none();
@@ -730,10 +725,7 @@ async fn write_streamed_lists(
                         .filter_map(Result::transpose)
                         .collect::<Result<Vec<_>, _>>()
                 })?;
-                if let Some(previous) = writing.take() {
-                    finish_part(previous, progress).await?;
-                }
-                writing = Some(start_part(lake, run_id, index, lists));
+                parts.write(lake, run_id, index, lists, progress).await?;
             }
             part.clear();
             in_part = 0;
@@ -743,9 +735,7 @@ async fn write_streamed_lists(
             break;
         }
     }
-    if let Some(last) = writing {
-        finish_part(last, progress).await?;
-    }
+    parts.finish(progress).await?;
     Ok(counts)
 }
 
@@ -757,6 +747,39 @@ struct WrittenPart {
     name: String,
     rows: u64,
     users: u64,
+}
+
+/// Stores list parts one behind the one being made: each part is written in the background and
+/// recorded in the state when the next one is handed over (or at the end).
+#[derive(Default)]
+struct PartWriter {
+    writing: Option<PartWrite>,
+}
+
+impl PartWriter {
+    /// Finishes the part in flight, if any, then starts writing part `index`.
+    async fn write(
+        &mut self,
+        lake: &Lake,
+        run_id: &str,
+        index: usize,
+        lists: Vec<UserRecs>,
+        progress: &mut Progress<'_>,
+    ) -> Result<(), TrainError> {
+        if let Some(previous) = self.writing.take() {
+            finish_part(previous, progress).await?;
+        }
+        self.writing = Some(start_part(lake, run_id, index, lists));
+        Ok(())
+    }
+
+    /// Finishes the last part.
+    async fn finish(self, progress: &mut Progress<'_>) -> Result<(), TrainError> {
+        match self.writing {
+            Some(last) => finish_part(last, progress).await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// Starts writing list part `index` in the background.
