@@ -4,9 +4,9 @@
 //! Consumes a [`Lake`] and [`EngineSettings`]; produces a [`QueryEngine`] on which callers
 //! register sets of lake objects as tables ([`QueryEngine::register_events`],
 //! [`QueryEngine::register_parquet`], or [`QueryEngine::register_sorted_union`] for objects
-//! each already sorted, which are then merged rather than sorted), keep an intermediate result
-//! several queries share ([`QueryEngine::materialize`]), and run SQL whose results stream out
-//! in record batches.
+//! each already sorted, which are then merged rather than sorted), hand it rows computed
+//! outside it to aggregate within its budget ([`QueryEngine::spill_writer`]), and run SQL whose
+//! results stream out in record batches.
 //! It owns the engine's configuration (memory pool, spill folder, parallelism) and the one
 //! deduplicating view of an hour's clicks ([`dedup_clicks_sql`]) every summary is computed from.
 //! What is computed from the clicks belongs to the callers (`newsrec-rollup`).
@@ -15,8 +15,6 @@ use std::{path::PathBuf, sync::Arc};
 
 use arrow_array::RecordBatch;
 use datafusion::{
-    common::config::TableParquetOptions,
-    dataframe::DataFrameWriteOptions,
     datasource::{
         file_format::parquet::ParquetFormat,
         listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl},
@@ -311,16 +309,8 @@ impl QueryEngine {
             .map_err(|source| self.error(doing, source))
     }
 
-    /// Runs `sql` once and keeps its result as table `name`, in a Parquet file of the spill
-    /// folder, for several queries to read: an expensive step they share (deduplicating an
-    /// hour, say) is then paid once. The file is removed and the table dropped when the
-    /// returned guard goes.
-    pub async fn materialize(
-        &self,
-        name: &str,
-        sql: &str,
-        doing: &str,
-    ) -> Result<Materialized<'_>, QueryError> {
+    /// A new file in the spill folder for table `name`, deleted when the guard drops.
+    fn spill_file(&self, name: &str) -> Materialized<'_> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let folder = self
             .settings
@@ -332,53 +322,45 @@ impl QueryEngine {
             "newsrec-{}-{unique}-{name}.parquet",
             std::process::id()
         ));
-        let guard = Materialized {
+        Materialized {
             engine: self,
             name: name.to_owned(),
             path,
-        };
-        let location = guard.path.to_str().ok_or_else(|| {
+        }
+    }
+
+    /// A writer of rows computed outside the engine (`schema`), kept in the spill folder and
+    /// registered as table `name` by [`SpillWriter::finish`], for the engine to aggregate or
+    /// sort within its budget what the caller could not hold.
+    pub fn spill_writer(
+        &self,
+        name: &str,
+        schema: arrow_schema::SchemaRef,
+    ) -> Result<SpillWriter<'_>, QueryError> {
+        let guard = self.spill_file(name);
+        let io = |error: std::io::Error| {
             QueryError::Setup(format!(
-                "spill folder {} is not a UTF-8 path",
-                folder.display()
+                "cannot write spill file {}: {error}",
+                guard.path.display()
             ))
-        })?;
-        let frame = self
-            .ctx
-            .sql(sql)
-            .await
-            .map_err(|source| self.error(doing, source))?;
-        // Read back in the types written (the reader would otherwise pick view types).
-        let schema = arrow_schema::Schema::new(frame.schema().as_arrow().fields().clone());
-        // Uncompressed: the file lives for a few queries on local disk, and compressing it
-        // would cost more than reading the extra bytes.
-        let mut parquet = TableParquetOptions::default();
-        parquet.global.compression = Some("uncompressed".to_owned());
-        // The writer holds a row group until it is full: sized to the budget (8,192 rows at
-        // 16 MiB, up to a million), or a small budget could not hold it.
-        parquet.global.max_row_group_size = usize::try_from(self.settings.memory_limit_bytes >> 11)
-            .unwrap_or(usize::MAX)
-            .clamp(8192, 1 << 20);
-        frame
-            .write_parquet(
-                location,
-                DataFrameWriteOptions::new().with_single_file_output(true),
-                Some(parquet),
-            )
-            .await
-            .map_err(|source| self.error(doing, source))?;
-        self.ctx
-            .deregister_table(name)
-            .map_err(|source| self.error(doing, source))?;
-        self.ctx
-            .register_parquet(
-                name,
-                location,
-                ParquetReadOptions::default().schema(&schema),
-            )
-            .await
-            .map_err(|source| self.error(doing, source))?;
-        Ok(guard)
+        };
+        let file = std::fs::File::create(&guard.path).map_err(io)?;
+        // Uncompressed: read once, soon, from local disk; compressing would cost more than
+        // reading the extra bytes.
+        let properties = datafusion::parquet::file::properties::WriterProperties::builder()
+            .set_compression(datafusion::parquet::basic::Compression::UNCOMPRESSED)
+            .build();
+        let writer = datafusion::parquet::arrow::ArrowWriter::try_new(
+            file,
+            schema.clone(),
+            Some(properties),
+        )
+        .map_err(|error| QueryError::Setup(format!("cannot start a spill file: {error}")))?;
+        Ok(SpillWriter {
+            guard,
+            writer,
+            schema,
+        })
     }
 
     /// Maps an engine error to [`QueryError`], naming a memory budget that was too small.
@@ -397,8 +379,8 @@ impl QueryEngine {
     }
 }
 
-/// A query result kept as a table by [`QueryEngine::materialize`]; dropping it drops the table
-/// and deletes its file.
+/// Rows kept as a table in the spill folder ([`QueryEngine::spill_writer`]); dropping it drops
+/// the table and deletes its file.
 pub struct Materialized<'a> {
     engine: &'a QueryEngine,
     name: String,
@@ -409,6 +391,76 @@ impl Materialized<'_> {
     /// The table's name in the engine.
     pub fn name(&self) -> &str {
         &self.name
+    }
+}
+
+impl Materialized<'_> {
+    fn location(&self) -> Result<&str, QueryError> {
+        self.path.to_str().ok_or_else(|| {
+            QueryError::Setup(format!(
+                "spill file {} is not a UTF-8 path",
+                self.path.display()
+            ))
+        })
+    }
+}
+
+/// Rows written to the spill folder by the caller, see [`QueryEngine::spill_writer`].
+pub struct SpillWriter<'a> {
+    guard: Materialized<'a>,
+    writer: datafusion::parquet::arrow::ArrowWriter<std::fs::File>,
+    schema: arrow_schema::SchemaRef,
+}
+
+impl std::fmt::Debug for SpillWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpillWriter")
+            .field("table", &self.guard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> SpillWriter<'a> {
+    /// Appends `batch` (of the writer's schema).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), QueryError> {
+        self.writer.write(batch).map_err(|error| {
+            QueryError::Setup(format!(
+                "cannot write spill file {}: {error}",
+                self.guard.path.display()
+            ))
+        })
+    }
+
+    /// Closes the file and registers it as the writer's table.
+    pub async fn finish(self) -> Result<Materialized<'a>, QueryError> {
+        let SpillWriter {
+            guard,
+            writer,
+            schema,
+        } = self;
+        writer.close().map_err(|error| {
+            QueryError::Setup(format!(
+                "cannot finish spill file {}: {error}",
+                guard.path.display()
+            ))
+        })?;
+        let doing = format!("registering spilled table {}", guard.name);
+        let schema = arrow_schema::Schema::new(schema.fields().clone());
+        let engine = guard.engine;
+        engine
+            .ctx
+            .deregister_table(guard.name.as_str())
+            .map_err(|source| engine.error(&doing, source))?;
+        engine
+            .ctx
+            .register_parquet(
+                guard.name.as_str(),
+                guard.location()?,
+                ParquetReadOptions::default().schema(&schema),
+            )
+            .await
+            .map_err(|source| engine.error(&doing, source))?;
+        Ok(guard)
     }
 }
 
@@ -427,7 +479,7 @@ impl Drop for Materialized<'_> {
         if let Err(error) = std::fs::remove_file(&self.path)
             && error.kind() != std::io::ErrorKind::NotFound
         {
-            tracing::warn!(path = %self.path.display(), %error, "cannot remove a materialized table");
+            tracing::warn!(path = %self.path.display(), %error, "cannot remove a spilled table");
         }
     }
 }

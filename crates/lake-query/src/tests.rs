@@ -135,7 +135,7 @@ async fn errors_name_the_work_and_an_empty_set_is_an_empty_table() {
 }
 
 #[tokio::test]
-async fn a_materialized_result_is_a_table_until_its_guard_goes() {
+async fn spilled_rows_are_a_table_until_their_guard_goes() {
     let dir = tempfile::tempdir().unwrap();
     let lake = lake_in(&dir.path().join("lake"));
     let events: Vec<ClickEvent> = (0..1_000i64)
@@ -160,10 +160,17 @@ async fn a_materialized_result_is_a_table_until_its_guard_goes() {
         .register_events("hour", &hour_objects(&lake).await)
         .await
         .unwrap();
-    let kept = engine
-        .materialize("clicks", &dedup_clicks_sql("hour"), "deduplicating")
+    let deduplicated = engine
+        .collect(&dedup_clicks_sql("hour"), "deduplicating")
         .await
         .unwrap();
+    let mut writer = engine
+        .spill_writer("clicks", deduplicated[0].schema())
+        .unwrap();
+    for batch in &deduplicated {
+        writer.write(batch).unwrap();
+    }
+    let kept = writer.finish().await.unwrap();
     assert_eq!(kept.name(), "clicks");
     let kept_files = || {
         std::fs::read_dir(&spill)

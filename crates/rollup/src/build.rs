@@ -1,15 +1,14 @@
 //! Bringing the rollups of a window up to date: for each event hour, reuse the tables whose key
 //! still matches and recompute the others, a couple of hours side by side (the hour is the unit
-//! of work: an interrupted run keeps every hour it finished). An hour is deduplicated once, and
-//! its session articles found once, for all its tables.
+//! of work: an interrupted run keeps every hour it finished). An hour is deduplicated and sorted
+//! once by the engine, and summarised into all its tables in one pass ([`HourSummary`]).
 
 use std::{collections::BTreeMap, time::Instant};
 
-use arrow_array::{Array, Int64Array, RecordBatch};
-use arrow_select::coalesce::BatchCoalescer;
+use arrow_array::{Array, Int64Array};
 use futures::{StreamExt, TryStreamExt};
 use newsrec_lake::{
-    Lake, TableEncoder, TimeWindow,
+    Lake, TimeWindow,
     layout::{self, Partition, ROLLUP_MARKER},
 };
 use newsrec_lake_query::{QueryEngine, dedup_clicks_sql};
@@ -19,12 +18,10 @@ use serde::Serialize;
 use crate::{
     RollupError, RollupSettings, RollupTable,
     marker::{HourCounts, RollupMarker, SourceKey, TableEntry, digest, settings_hash},
-    tables::{counts_sql, kept_sql},
+    summary::{HourSummary, TableSink, ordered_clicks_sql, pair_cap},
+    tables::counts_sql,
 };
 
-/// Rows per batch handed to the Parquet encoder. Fixed, so that the same rows always make the
-/// same pages, whatever batch sizes the engine produced them in.
-const ENCODE_BATCH_ROWS: usize = 8192;
 /// Hours summarised at once. An hour's queries leave one of two cores idle part of the time
 /// (plans, single-stream steps, writes); a second hour fills it. Both share the engine's memory
 /// budget, so a budget below [`TWO_HOURS_BUDGET`] runs one hour at a time.
@@ -32,12 +29,11 @@ const HOURS_AT_ONCE: usize = 2;
 /// The smallest engine budget that runs [`HOURS_AT_ONCE`] hours side by side.
 const TWO_HOURS_BUDGET: u64 = 256 << 20;
 
-/// The names an hour's events, its deduplicated clicks and its session articles (both
-/// computed once for all its tables) are registered under in the engine: distinct per hour,
-/// since hours run side by side.
-fn table_names(partition: Partition) -> [String; 3] {
+/// The names an hour's events and its spilled pair counts (when there are too many to hold)
+/// are registered under in the engine: distinct per hour, since hours run side by side.
+fn table_names(partition: Partition) -> [String; 2] {
     let tag = format!("{}_{:02}", partition.date.format("%Y%m%d"), partition.hour);
-    ["events", "clicks", "kept"].map(|what| format!("hour_{what}_{tag}"))
+    ["events", "pairs"].map(|what| format!("hour_{what}_{tag}"))
 }
 
 /// Where a rollup refresh is, reported after each hour.
@@ -210,10 +206,11 @@ async fn ensure_hour(
         });
     }
     let started = Instant::now();
-    let [events_table, clicks_table, kept_table] = table_names(partition);
+    let [events_table, pairs_table] = table_names(partition);
     let paths: Vec<_> = objects.iter().map(|meta| meta.location.clone()).collect();
+    let hour = partition.label();
     let query_error = |source| RollupError::Query {
-        hour: partition.label(),
+        hour: hour.clone(),
         source,
     };
     engine
@@ -226,45 +223,79 @@ async fn ensure_hour(
         counts.other_events = events - click_rows;
         counts.duplicates = click_rows;
     }
-    // Deduplication sorts the hour by event id, the costliest step: done once, its result
-    // kept in the spill folder while the tables are computed from it.
-    let doing = format!("deduplicating the clicks of {}", partition.label());
+    // The engine deduplicates the hour and sorts it by reader and session (both spill past
+    // the budget); one pass over the sorted rows then gives every table.
+    let user_articles = RollupTable::UserArticles;
+    let user_articles = stale
+        .contains(&user_articles)
+        .then(|| {
+            TableSink::new(
+                user_articles,
+                &partition.rollup_object_path(&user_articles.object_name()),
+            )
+        })
+        .transpose()?;
+    let mut summary = HourSummary::new(
+        hour.clone(),
+        partition.start_ms() + 3_600_000,
+        settings,
+        engine,
+        pairs_table,
+        pair_cap(engine.settings().memory_limit_bytes),
+        user_articles,
+    );
+    let doing = format!("deduplicating and sorting the clicks of {hour}");
     let step = Instant::now();
-    let deduplicated = engine
-        .materialize(&clicks_table, &dedup_clicks_sql(&events_table), &doing)
+    let mut stream = engine
+        .stream(
+            &ordered_clicks_sql(&dedup_clicks_sql(&events_table)),
+            &doing,
+        )
         .await
         .map_err(query_error)?;
-    // The session articles, read by two of the tables: computed once too, when needed.
-    let kept = if stale.iter().any(|table| table.uses_sessions()) {
-        let doing = format!("finding the session articles of {}", partition.label());
-        let sql = kept_sql(deduplicated.name(), settings);
-        Some(
-            engine
-                .materialize(&kept_table, &sql, &doing)
-                .await
-                .map_err(query_error)?,
-        )
-    } else {
-        None
-    };
-    tracing::debug!(hour = %partition.label(), ms = step.elapsed().as_millis() as u64, "deduplicated and found the session articles");
+    while let Some(batch) = stream
+        .try_next()
+        .await
+        .map_err(|source| query_error(engine.error(&doing, source)))?
+    {
+        summary.push(&batch)?;
+    }
+    drop(stream);
+    let (clicks, user_articles) = summary.end_input()?;
+    tracing::debug!(%hour, ms = step.elapsed().as_millis() as u64, "hour deduplicated, sorted and summarised");
+    if !same_source {
+        counts.clicks = clicks;
+        counts.duplicates = counts.duplicates.saturating_sub(clicks);
+    }
     for &table in &stale {
-        let sources = HourSources {
-            clicks: deduplicated.name(),
-            kept: kept
-                .as_ref()
-                .map_or(kept_table.as_str(), |kept| kept.name()),
+        let (rows, bytes) = match table {
+            RollupTable::Articles => {
+                let mut sink =
+                    TableSink::new(table, &partition.rollup_object_path(&table.object_name()))?;
+                summary.write_articles(&mut sink)?;
+                sink.finish(&hour)?
+            }
+            RollupTable::Pairs => {
+                let mut sink =
+                    TableSink::new(table, &partition.rollup_object_path(&table.object_name()))?;
+                summary.write_pairs(&mut sink).await?;
+                sink.finish(&hour)?
+            }
+            // Written during the pass, below.
+            RollupTable::UserArticles => continue,
         };
-        let (entry, clicks) =
-            compute_table(lake, engine, partition, table, sources, settings).await?;
-        if !same_source && let Some(clicks) = clicks {
-            counts.clicks = clicks;
-            counts.duplicates = counts.duplicates.saturating_sub(clicks);
-        }
+        let entry = store_table(lake, partition, table, settings, rows, bytes).await?;
         tables.insert(table.name().to_owned(), entry);
     }
-    drop(kept);
-    drop(deduplicated);
+    if let Some(sink) = user_articles {
+        let (rows, bytes) = sink.finish(&hour)?;
+        let table = RollupTable::UserArticles;
+        tables.insert(
+            table.name().to_owned(),
+            store_table(lake, partition, table, settings, rows, bytes).await?,
+        );
+    }
+    drop(summary);
     engine.deregister(&events_table).map_err(query_error)?;
     let marker = RollupMarker {
         format: layout::ROLLUP_FORMAT.to_owned(),
@@ -368,82 +399,15 @@ async fn count_events(
     Ok((value(0)?, value(1)?))
 }
 
-/// The engine tables an hour's rollup tables are computed from.
-#[derive(Debug, Clone, Copy)]
-struct HourSources<'a> {
-    /// The deduplicated clicks.
-    clicks: &'a str,
-    /// The session articles.
-    kept: &'a str,
-}
-
-/// Computes one table of the hour and stores it; returns its entry and, for `articles`, the
-/// hour's distinct clicks.
-async fn compute_table(
+/// Stores one computed table of the hour and returns its entry in the key.
+async fn store_table(
     lake: &Lake,
-    engine: &QueryEngine,
     partition: Partition,
     table: RollupTable,
-    sources: HourSources<'_>,
     settings: &RollupSettings,
-) -> Result<(TableEntry, Option<u64>), RollupError> {
-    let step = Instant::now();
-    let hour = partition.label();
-    let doing = format!("computing the {} rollup of {hour}", table.name());
-    let sql = table.sql(
-        sources.clicks,
-        sources.kept,
-        partition.start_ms() + 3_600_000,
-        settings,
-    );
-    let mut stream = engine
-        .stream(&sql, &doing)
-        .await
-        .map_err(|source| RollupError::Query {
-            hour: hour.clone(),
-            source,
-        })?;
-    let schema = table.schema();
-    let path = partition.rollup_object_path(&table.object_name());
-    let mut encoder = TableEncoder::new(&path, schema.clone())?;
-    let mut coalescer = BatchCoalescer::new(schema.clone(), ENCODE_BATCH_ROWS);
-    let mut clicks = 0u64;
-    let shape = |reason: String| RollupError::Shape {
-        hour: hour.clone(),
-        table: table.name(),
-        reason,
-    };
-    let arrow = |error: arrow_schema::ArrowError| shape(error.to_string());
-    while let Some(batch) = stream
-        .try_next()
-        .await
-        .map_err(|source| RollupError::Query {
-            hour: hour.clone(),
-            source: engine.error(&doing, source),
-        })?
-    {
-        let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
-            .map_err(|error| shape(format!("rows that do not fit the table's schema: {error}")))?;
-        if table == RollupTable::Articles
-            && let Some(column) = batch.column(1).as_any().downcast_ref::<Int64Array>()
-        {
-            clicks += column
-                .iter()
-                .flatten()
-                .map(|v| v.max(0) as u64)
-                .sum::<u64>();
-        }
-        coalescer.push_batch(batch).map_err(arrow)?;
-        while let Some(full) = coalescer.next_completed_batch() {
-            encoder.write(&full)?;
-        }
-    }
-    coalescer.finish_buffered_batch().map_err(arrow)?;
-    while let Some(rest) = coalescer.next_completed_batch() {
-        encoder.write(&rest)?;
-    }
-    let rows = encoder.rows();
-    let bytes = encoder.finish()?;
+    rows: u64,
+    bytes: bytes::Bytes,
+) -> Result<TableEntry, RollupError> {
     let entry = TableEntry {
         object: table.object_name(),
         settings: settings_hash(table, settings),
@@ -451,7 +415,7 @@ async fn compute_table(
         bytes: bytes.len() as u64,
         digest: digest(&bytes),
     };
-    lake.put_object(&path, bytes).await?;
-    tracing::debug!(%hour, table = table.name(), rows, ms = step.elapsed().as_millis() as u64, "rollup table computed");
-    Ok((entry, (table == RollupTable::Articles).then_some(clicks)))
+    lake.put_object(&partition.rollup_object_path(&table.object_name()), bytes)
+        .await?;
+    Ok(entry)
 }

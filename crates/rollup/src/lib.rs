@@ -12,6 +12,7 @@
 
 mod build;
 mod marker;
+mod summary;
 mod tables;
 
 pub use build::{RollupProgress, RollupReport, ensure_rollups};

@@ -1,5 +1,5 @@
-//! What an hour's rollup holds: its tables, their schemas, the SQL that computes each one from
-//! the hour's deduplicated clicks, and the settings each depends on.
+//! What an hour's rollup holds: its tables, what each row means, their schemas, and the settings
+//! each depends on. The pass computing them is `summary.rs`.
 
 use std::sync::Arc;
 
@@ -156,105 +156,6 @@ impl RollupTable {
             RollupTable::UserArticles => "user_articles/1".to_owned(),
         }
     }
-
-    /// True when the table is computed from the hour's kept session articles
-    /// ([`kept_sql`]) as well as from its clicks.
-    pub(crate) fn uses_sessions(self) -> bool {
-        matches!(self, RollupTable::Articles | RollupTable::Pairs)
-    }
-
-    /// The SQL computing this table from `clicks`, the deduplicated clicks of one hour (as
-    /// [`newsrec_lake_query::dedup_clicks_sql`] gives them), and `kept`, their session articles
-    /// (as [`kept_sql`] gives them; read only by the tables that [`uses_sessions`]), whose
-    /// hour ends at `hour_end_ms`. Every result is fully ordered, so the same clicks give the
-    /// same rows.
-    ///
-    /// [`uses_sessions`]: RollupTable::uses_sessions
-    pub(crate) fn sql(
-        self,
-        clicks: &str,
-        kept: &str,
-        hour_end_ms: i64,
-        settings: &RollupSettings,
-    ) -> String {
-        let clicks =
-            format!("SELECT event_id, user_id, article_id, ts_ms, session_id FROM {clicks}");
-        let kept = format!("kept AS (SELECT user_id, session, article_id FROM {kept})");
-        match self {
-            RollupTable::Articles => {
-                let decay = if settings.decay_half_life_hours > 0.0 {
-                    let half_life_ms = settings.decay_half_life_hours * 3_600_000.0;
-                    format!(
-                        "CAST(round({DECAY_SCALE:.1} * power(0.5, CAST({hour_end_ms} - ts_ms AS DOUBLE) / {half_life_ms:.3})) AS BIGINT)"
-                    )
-                } else {
-                    format!("CAST({DECAY_SCALE:.0} AS BIGINT)")
-                };
-                format!(
-                    "WITH clicks AS ({clicks}), {kept},
-                     per_reader AS (
-                       SELECT article_id, user_id, COUNT(*) AS clicks, MIN(ts_ms) AS first_ms,
-                              MAX(ts_ms) AS last_ms, SUM({decay}) AS decay_e9
-                       FROM clicks GROUP BY article_id, user_id),
-                     per_article AS (
-                       SELECT article_id, SUM(clicks) AS clicks, COUNT(*) AS users,
-                              MIN(first_ms) AS first_ms, MAX(last_ms) AS last_ms,
-                              SUM(decay_e9) AS decay_e9
-                       FROM per_reader GROUP BY article_id),
-                     per_article_sessions AS (
-                       SELECT article_id, COUNT(*) AS sessions FROM kept GROUP BY article_id)
-                     SELECT p.article_id, p.clicks, p.users,
-                            COALESCE(s.sessions, CAST(0 AS BIGINT)) AS sessions,
-                            p.first_ms, p.last_ms, p.decay_e9
-                     FROM per_article p LEFT JOIN per_article_sessions s
-                       ON p.article_id = s.article_id
-                     ORDER BY p.article_id"
-                )
-            }
-            RollupTable::Pairs => format!(
-                "WITH clicks AS ({clicks}), {kept},
-                 pairs AS (
-                   SELECT a.article_id AS article_id, b.article_id AS other_id,
-                          COUNT(*) AS sessions
-                   FROM kept a JOIN kept b
-                     ON a.user_id = b.user_id AND a.session = b.session
-                   WHERE a.article_id <> b.article_id
-                   GROUP BY a.article_id, b.article_id)
-                 SELECT article_id, other_id, sessions FROM (
-                   SELECT article_id, other_id, sessions,
-                          ROW_NUMBER() OVER (PARTITION BY article_id
-                                             ORDER BY sessions DESC, other_id) AS rank
-                   FROM pairs)
-                 WHERE rank <= {}
-                 ORDER BY article_id, sessions DESC, other_id",
-                settings.pairs_per_article
-            ),
-            RollupTable::UserArticles => format!(
-                "WITH clicks AS ({clicks})
-                 SELECT user_id, article_id, COUNT(*) AS clicks,
-                        MIN(ts_ms) AS first_ms, MAX(ts_ms) AS last_ms
-                 FROM clicks GROUP BY user_id, article_id
-                 ORDER BY user_id, article_id"
-            ),
-        }
-    }
-}
-
-/// SQL for the session articles an hour's co-visitation counts, from `clicks` (its
-/// deduplicated clicks): per session (user and session id; events without a session id form
-/// one per user), its first `session_articles` distinct articles by first click.
-pub(crate) fn kept_sql(clicks: &str, settings: &RollupSettings) -> String {
-    format!(
-        "SELECT user_id, session, article_id FROM (
-           SELECT user_id, session, article_id,
-                  ROW_NUMBER() OVER (PARTITION BY user_id, session
-                                     ORDER BY first_ms, article_id) AS position
-           FROM (SELECT user_id, COALESCE(session_id, '') AS session, article_id,
-                        MIN(ts_ms) AS first_ms
-                 FROM {clicks} GROUP BY user_id, COALESCE(session_id, ''), article_id))
-         WHERE position <= {}",
-        settings.session_articles
-    )
 }
 
 /// SQL counting the hour's events: all of them, and the click rows before deduplication (the

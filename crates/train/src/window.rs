@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use newsrec_lake::{Lake, TimeWindow, layout::Partition};
 use newsrec_lake_query::{QueryEngine, RecordBatchStream};
 use newsrec_model::{
@@ -19,6 +19,9 @@ use newsrec_model::{
 use newsrec_rollup::{HourCounts, RollupMarker, RollupTable};
 
 use crate::{Settings, TrainError};
+
+/// Hours whose rollup tables are read and decoded ahead of the one being summed.
+const READ_AHEAD_HOURS: usize = 4;
 
 /// Dense article ids of one run, shared by all its windows and test days, in the order the
 /// rollups first name them (so the same rollups always give the same ids).
@@ -168,12 +171,21 @@ impl WindowArticles {
         let mut sessions: Vec<u64> = Vec::new();
         let mut pairs: HashMap<(u32, u32), u64> = HashMap::default();
         let mut seen = 0u64;
-        for (hour, marker) in span.hours_in(window) {
+        // The next hours' tables are fetched and decoded (on blocking threads) while this
+        // one is summed; taken in hour order, so float sums add up the same way every time.
+        let mut hours = futures::stream::iter(span.hours_in(window))
+            .map(|(hour, marker)| async move {
+                let articles = read_table(lake, *hour, marker, RollupTable::Articles).await?;
+                let pairs = read_table(lake, *hour, marker, RollupTable::Pairs).await?;
+                Ok::<_, TrainError>((*hour, articles, pairs))
+            })
+            .buffered(READ_AHEAD_HOURS);
+        while let Some((hour, article_batches, pair_batches)) = hours.try_next().await? {
             let hour_end = hour.start_ms() + 3_600_000;
             // The hour's clicks are decayed to its end in the rollup; one factor carries them
             // to the window's end.
             let carry = decay_weight(window.end_ms, hour_end, half_life_ms);
-            for batch in read_table(lake, *hour, marker, RollupTable::Articles).await? {
+            for batch in article_batches {
                 let ids = text_column(&batch, 0)?;
                 let session_counts = int_column(&batch, 3)?;
                 let decay = int_column(&batch, 6)?;
@@ -190,7 +202,7 @@ impl WindowArticles {
                     sessions[id] += session_counts.value(row).max(0) as u64;
                 }
             }
-            for batch in read_table(lake, *hour, marker, RollupTable::Pairs).await? {
+            for batch in pair_batches {
                 let ids = text_column(&batch, 0)?;
                 let others = text_column(&batch, 1)?;
                 let together = int_column(&batch, 2)?;
