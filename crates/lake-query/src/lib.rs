@@ -140,10 +140,11 @@ impl QueryEngine {
         // A sort-merge join spills; a hash join holds its whole build side in memory, which
         // grows with the hour's traffic.
         config.options_mut().optimizer.prefer_hash_join = false;
-        // A sort sets this much aside to merge what it spilled (10 MiB by default): scaled with
-        // the budget, or a small budget could not hold the reservations of a query's sorts.
+        // A sort sets this much aside to merge what it spilled (10 MiB by default): an eighth
+        // of the budget up to that, so a small budget still holds the merge of a sort of an
+        // hour's clicks by reader (three text keys) and the other sorts' reservations.
         config.options_mut().execution.sort_spill_reservation_bytes =
-            usize::try_from(settings.memory_limit_bytes / 32)
+            usize::try_from(settings.memory_limit_bytes / 8)
                 .unwrap_or(usize::MAX)
                 .clamp(16 << 10, 10 << 20);
         // Statistics would read every file's footer up front to plan; the queries here scan

@@ -29,11 +29,12 @@ const HOURS_AT_ONCE: usize = 2;
 /// The smallest engine budget that runs [`HOURS_AT_ONCE`] hours side by side.
 const TWO_HOURS_BUDGET: u64 = 256 << 20;
 
-/// The names an hour's events and its spilled pair counts (when there are too many to hold)
-/// are registered under in the engine: distinct per hour, since hours run side by side.
-fn table_names(partition: Partition) -> [String; 2] {
+/// The names an hour's events, its deduplicated clicks (spilled under a small budget) and its
+/// spilled pair counts (when there are too many to hold) are registered under in the engine:
+/// distinct per hour, since hours run side by side.
+fn table_names(partition: Partition) -> [String; 3] {
     let tag = format!("{}_{:02}", partition.date.format("%Y%m%d"), partition.hour);
-    ["events", "pairs"].map(|what| format!("hour_{what}_{tag}"))
+    ["events", "clicks", "pairs"].map(|what| format!("hour_{what}_{tag}"))
 }
 
 /// Where a rollup refresh is, reported after each hour.
@@ -206,7 +207,7 @@ async fn ensure_hour(
         });
     }
     let started = Instant::now();
-    let [events_table, pairs_table] = table_names(partition);
+    let [events_table, clicks_table, pairs_table] = table_names(partition);
     let paths: Vec<_> = objects.iter().map(|meta| meta.location.clone()).collect();
     let hour = partition.label();
     let query_error = |source| RollupError::Query {
@@ -244,13 +245,40 @@ async fn ensure_hour(
         pair_cap(engine.settings().memory_limit_bytes),
         user_articles,
     );
-    let doing = format!("deduplicating and sorting the clicks of {hour}");
     let step = Instant::now();
+    // Under a small budget the two sorts of one query (by event id, then by reader) would
+    // share the pool and can starve each other: the deduplicated clicks are spilled first and
+    // sorted by a second query. Either way the pass sees the same rows in the same order.
+    let deduplicated = if engine.settings().memory_limit_bytes < TWO_HOURS_BUDGET {
+        let doing = format!("deduplicating the clicks of {hour}");
+        let mut stream = engine
+            .stream(&dedup_clicks_sql(&events_table), &doing)
+            .await
+            .map_err(query_error)?;
+        let mut writer = engine
+            .spill_writer(&clicks_table, stream.schema())
+            .map_err(query_error)?;
+        while let Some(batch) = stream
+            .try_next()
+            .await
+            .map_err(|source| query_error(engine.error(&doing, source)))?
+        {
+            writer.write(&batch).map_err(query_error)?;
+        }
+        Some(writer.finish().await.map_err(query_error)?)
+    } else {
+        None
+    };
+    let clicks_sql = match &deduplicated {
+        Some(table) => format!(
+            "SELECT event_id, user_id, article_id, ts_ms, session_id FROM {}",
+            table.name()
+        ),
+        None => dedup_clicks_sql(&events_table),
+    };
+    let doing = format!("deduplicating and sorting the clicks of {hour}");
     let mut stream = engine
-        .stream(
-            &ordered_clicks_sql(&dedup_clicks_sql(&events_table)),
-            &doing,
-        )
+        .stream(&ordered_clicks_sql(&clicks_sql), &doing)
         .await
         .map_err(query_error)?;
     while let Some(batch) = stream
@@ -261,6 +289,7 @@ async fn ensure_hour(
         summary.push(&batch)?;
     }
     drop(stream);
+    drop(deduplicated);
     let (clicks, user_articles) = summary.end_input()?;
     tracing::debug!(%hour, ms = step.elapsed().as_millis() as u64, "hour deduplicated, sorted and summarised");
     if !same_source {
